@@ -1,0 +1,3 @@
+mod spec;
+
+fn main() {}
