@@ -44,10 +44,9 @@ impl FromStr for InterfaceName {
         if s == "." || s == ".." {
             return Err(invalid(format!("{s:?} is not a valid interface name")));
         }
-        if let Some(c) = s
-            .chars()
-            .find(|c| *c == '/' || *c == ':' || c.is_whitespace() || c.is_control() || !c.is_ascii())
-        {
+        if let Some(c) = s.chars().find(|c| {
+            *c == '/' || *c == ':' || c.is_whitespace() || c.is_control() || !c.is_ascii()
+        }) {
             return Err(invalid(format!(
                 "interface name {s:?} contains the character {c:?}"
             )));
@@ -165,15 +164,26 @@ impl IpNet {
     pub fn network(&self) -> IpNet {
         let addr = match self.addr {
             IpAddr::V4(a) => {
-                let mask = if self.prefix == 0 { 0 } else { u32::MAX << (32 - self.prefix) };
+                let mask = if self.prefix == 0 {
+                    0
+                } else {
+                    u32::MAX << (32 - self.prefix)
+                };
                 IpAddr::V4(Ipv4Addr::from(u32::from(a) & mask))
             }
             IpAddr::V6(a) => {
-                let mask = if self.prefix == 0 { 0 } else { u128::MAX << (128 - self.prefix) };
+                let mask = if self.prefix == 0 {
+                    0
+                } else {
+                    u128::MAX << (128 - self.prefix)
+                };
                 IpAddr::V6(Ipv6Addr::from(u128::from(a) & mask))
             }
         };
-        IpNet { addr, prefix: self.prefix }
+        IpNet {
+            addr,
+            prefix: self.prefix,
+        }
     }
 
     pub fn is_default(&self) -> bool {
@@ -192,7 +202,13 @@ impl FromStr for IpNet {
             .parse()
             .map_err(|_| invalid(format!("{a:?} is not an IP address")))?;
         let prefix = match p {
-            None => if addr.is_ipv4() { 32 } else { 128 },
+            None => {
+                if addr.is_ipv4() {
+                    32
+                } else {
+                    128
+                }
+            }
             Some(p) => {
                 if p.is_empty() || p.len() > 3 || !p.bytes().all(|b| b.is_ascii_digit()) {
                     return Err(invalid(format!("{p:?} is not a prefix length")));
@@ -278,7 +294,9 @@ impl FromStr for DomainName {
         for label in t.split('.') {
             if label.is_empty()
                 || label.len() > 63
-                || !label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                || !label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
                 || label.starts_with('-')
             {
                 return Err(invalid(format!("{s:?} is not a valid domain name")));
@@ -331,7 +349,17 @@ mod tests {
         for good in ["tun0", "wg-home", "a", "x23456789012345", "tap.1"] {
             assert!(good.parse::<InterfaceName>().is_ok(), "{good}");
         }
-        for bad in ["", ".", "..", "x234567890123456", "a/b", "a:b", "a b", "a\nb", "tün"] {
+        for bad in [
+            "",
+            ".",
+            "..",
+            "x234567890123456",
+            "a/b",
+            "a:b",
+            "a b",
+            "a\nb",
+            "tün",
+        ] {
             assert!(bad.parse::<InterfaceName>().is_err(), "{bad:?}");
         }
     }
@@ -339,11 +367,27 @@ mod tests {
     #[test]
     fn netns_names() {
         let long = "a".repeat(64);
-        for good in ["work", "0f5c6a3e-8c1b-4c43-a8f5-3b1b0c6f9d21", "a.b_c-d", long.as_str()] {
+        for good in [
+            "work",
+            "0f5c6a3e-8c1b-4c43-a8f5-3b1b0c6f9d21",
+            "a.b_c-d",
+            long.as_str(),
+        ] {
             assert!(good.parse::<NetnsName>().is_ok(), "{good}");
         }
         let too_long = "a".repeat(65);
-        for bad in ["", ".", "..", "../etc", "a/b", "a b", "a;b", "$(x)", too_long.as_str(), "é"] {
+        for bad in [
+            "",
+            ".",
+            "..",
+            "../etc",
+            "a/b",
+            "a b",
+            "a;b",
+            "$(x)",
+            too_long.as_str(),
+            "é",
+        ] {
             assert!(bad.parse::<NetnsName>().is_err(), "{bad:?}");
         }
     }
@@ -352,20 +396,43 @@ mod tests {
     fn ipnet_parse_and_network() {
         let n: IpNet = "192.0.2.77/24".parse().unwrap();
         assert_eq!(n.network().to_string(), "192.0.2.0/24");
-        assert_eq!("fd00::1/64".parse::<IpNet>().unwrap().network().to_string(), "fd00::/64");
-        assert_eq!("0.0.0.0/0".parse::<IpNet>().unwrap().network().to_string(), "0.0.0.0/0");
+        assert_eq!(
+            "fd00::1/64".parse::<IpNet>().unwrap().network().to_string(),
+            "fd00::/64"
+        );
+        assert_eq!(
+            "0.0.0.0/0".parse::<IpNet>().unwrap().network().to_string(),
+            "0.0.0.0/0"
+        );
         assert_eq!("192.0.2.1".parse::<IpNet>().unwrap().prefix(), 32);
-        for bad in ["192.0.2.0/33", "fd00::/129", "192.0.2.0/", "192.0.2.0/+1", "x/24", "192.0.2.0/024x", "192.0.2.0/1000"] {
+        for bad in [
+            "192.0.2.0/33",
+            "fd00::/129",
+            "192.0.2.0/",
+            "192.0.2.0/+1",
+            "x/24",
+            "192.0.2.0/024x",
+            "192.0.2.0/1000",
+        ] {
             assert!(bad.parse::<IpNet>().is_err(), "{bad}");
         }
     }
 
     #[test]
     fn netmasks() {
-        assert_eq!(netmask_to_prefix("255.255.255.0".parse().unwrap()).unwrap(), 24);
-        assert_eq!(netmask_to_prefix("255.255.255.252".parse().unwrap()).unwrap(), 30);
+        assert_eq!(
+            netmask_to_prefix("255.255.255.0".parse().unwrap()).unwrap(),
+            24
+        );
+        assert_eq!(
+            netmask_to_prefix("255.255.255.252".parse().unwrap()).unwrap(),
+            30
+        );
         assert_eq!(netmask_to_prefix("0.0.0.0".parse().unwrap()).unwrap(), 0);
-        assert_eq!(netmask_to_prefix("255.255.255.255".parse().unwrap()).unwrap(), 32);
+        assert_eq!(
+            netmask_to_prefix("255.255.255.255".parse().unwrap()).unwrap(),
+            32
+        );
         assert!(netmask_to_prefix("255.0.255.0".parse().unwrap()).is_err());
     }
 
@@ -374,7 +441,15 @@ mod tests {
         for good in ["corp.example", "a", "x-y.example.", "_srv.example"] {
             assert!(good.parse::<DomainName>().is_ok(), "{good}");
         }
-        for bad in ["", ".", "a..b", "-a.example", "a b", "a\nnameserver 1.2.3.4", "a;b"] {
+        for bad in [
+            "",
+            ".",
+            "a..b",
+            "-a.example",
+            "a b",
+            "a\nnameserver 1.2.3.4",
+            "a;b",
+        ] {
             assert!(bad.parse::<DomainName>().is_err(), "{bad:?}");
         }
     }

@@ -1,0 +1,62 @@
+//! One module per subcommand; this module resolves what they share.
+
+mod hook;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use crate::cli::{Cli, Command, GlobalArgs, HookCommand};
+use crate::config;
+
+/// Bad usage that is not a clap parse error (exit code 2).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match &cli.command {
+        Command::Hook(HookCommand::Openvpn { conn, .. }) => hook::openvpn(&cli.global, conn),
+    }
+}
+
+/// The configuration directory, refusing an override from a non-root user elevated by
+/// sudo/pkexec/doas: their config would run as root.
+pub fn config_dir(g: &GlobalArgs) -> Result<PathBuf, UsageError> {
+    match &g.config_dir {
+        None => Ok(PathBuf::from(config::DEFAULT_CONFIG_DIR)),
+        Some(dir) => {
+            if let Some(who) = elevated_by() {
+                return Err(UsageError(format!(
+                    "--config-dir/VPN_NS_CONFIG_DIR is refused when run through {who} by a non-root user; connection files must live in {}",
+                    config::DEFAULT_CONFIG_DIR
+                )));
+            }
+            Ok(dir.clone())
+        }
+    }
+}
+
+/// Which elevation tool a non-root user came through, if any.
+fn elevated_by() -> Option<&'static str> {
+    let non_root = |v: &str| {
+        std::env::var(v)
+            .ok()
+            .filter(|u| !u.is_empty() && u != "0" && u != "root")
+    };
+    if non_root("SUDO_UID").is_some() {
+        Some("sudo")
+    } else if non_root("PKEXEC_UID").is_some() {
+        Some("pkexec")
+    } else if non_root("DOAS_USER").is_some() {
+        Some("doas")
+    } else {
+        None
+    }
+}
+
+/// A single-threaded runtime: everything vpn-ns awaits is a few netlink round trips.
+pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?)
+}

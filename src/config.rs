@@ -1,0 +1,685 @@
+//! Connection files: `<dir>/<conn>.toml` -> a validated [`Connection`].
+//!
+//! Errors must point a user at the exact spot to fix, in one line: file, line, key.
+//! Values are validated inside deserialization (types whose `Deserialize` goes
+//! through `FromStr`), so toml still knows the bad value's span; a spanned parse of
+//! the document (`DeTable`) maps that span back to the dotted key it belongs to.
+
+use std::fmt;
+use std::io;
+use std::marker::PhantomData;
+use std::net::IpAddr;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde::de::{self, Deserializer, Visitor};
+use toml::de::{DeTable, DeValue};
+
+use crate::spec::{DomainName, InvalidValue, NetnsName};
+
+pub const DEFAULT_CONFIG_DIR: &str = "/etc/vpn-ns";
+
+const DEFAULT_TIMEOUT_MS: u64 = 5000;
+const MAX_TIMEOUT_MS: u64 = 600_000;
+
+/// Validating inside `Deserialize`, not afterwards, is what lets toml attach the bad
+/// value's span to the error. The `&str` completes "expected ..." for non-strings.
+struct FromStrVisitor<T>(&'static str, PhantomData<T>);
+
+impl<T: FromStr<Err: fmt::Display>> Visitor<'_> for FromStrVisitor<T> {
+    type Value = T;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.0)
+    }
+    fn visit_str<E: de::Error>(self, s: &str) -> Result<T, E> {
+        s.parse().map_err(E::custom)
+    }
+}
+
+macro_rules! deserialize_via_from_str {
+    ($($ty:ty => $expected:expr,)*) => {$(
+        impl<'de> Deserialize<'de> for $ty {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                d.deserialize_str(FromStrVisitor($expected, PhantomData))
+            }
+        }
+    )*};
+}
+
+/// Closed sets of keywords: one table gives parsing, printing and the error text.
+macro_rules! keywords {
+    ($ty:ident, $what:literal, $expected:literal, { $($variant:ident = $kw:literal),+ }) => {
+        impl $ty {
+            pub fn as_str(self) -> &'static str {
+                match self { $(Self::$variant => $kw),+ }
+            }
+        }
+        impl fmt::Display for $ty {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+        impl FromStr for $ty {
+            type Err = InvalidValue;
+            fn from_str(s: &str) -> Result<Self, InvalidValue> {
+                match s {
+                    $($kw => Ok(Self::$variant),)+
+                    _ => Err(InvalidValue(format!("unknown {} {s:?} (expected {})", $what, $expected))),
+                }
+            }
+        }
+        deserialize_via_from_str! { $ty => $expected, }
+    };
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ConnectionType {
+    OpenVpn,
+    WireGuard,
+    Device,
+}
+
+keywords!(ConnectionType, "connection type", "\"openvpn\", \"wireguard\" or \"device\"", {
+    OpenVpn = "openvpn", WireGuard = "wireguard", Device = "device"
+});
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WgBackend {
+    Kernel,
+    Userspace,
+    #[default]
+    Auto,
+}
+
+keywords!(WgBackend, "WireGuard backend", "\"kernel\", \"userspace\" or \"auto\"", {
+    Kernel = "kernel", Userspace = "userspace", Auto = "auto"
+});
+
+/// A UUID in canonical 8-4-4-4-12 form, stored lowercase so that the namespace
+/// derived from it does not depend on how the file spelled it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Uuid(String);
+
+impl Uuid {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn to_netns_name(&self) -> NetnsName {
+        self.0
+            .parse()
+            .expect("a canonical UUID is a valid namespace name")
+    }
+}
+
+impl FromStr for Uuid {
+    type Err = InvalidValue;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let why = if s.len() != 36 {
+            Some(format!("{} characters instead of 36", s.chars().count()))
+        } else {
+            s.chars()
+                .enumerate()
+                .find_map(|(i, c)| match (matches!(i, 8 | 13 | 18 | 23), c) {
+                    (true, '-') => None,
+                    (true, _) => Some(format!("position {} should be '-'", i + 1)),
+                    (false, c) if c.is_ascii_hexdigit() => None,
+                    (false, c) => Some(format!("{c:?} is not a hex digit")),
+                })
+        };
+        match why {
+            None => Ok(Self(s.to_ascii_lowercase())),
+            Some(why) => Err(InvalidValue(format!(
+                "{s:?} is not a UUID ({why}; the form is 8-4-4-4-12 hex digits, \
+                 like 0f5c6a3e-8c1b-4c43-a8f5-3b1b0c6f9d21)"
+            ))),
+        }
+    }
+}
+
+impl fmt::Display for Uuid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A hostname for the exec'd apps' UTS namespace: RFC 1123 labels, at most 64 bytes
+/// (the kernel's limit for `sethostname`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hostname(String);
+
+impl Hostname {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for Hostname {
+    type Err = InvalidValue;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = |why: &str| Err(InvalidValue(format!("hostname {s:?} {why}")));
+        if s.is_empty() || s.len() > 64 {
+            return bad("must be 1 to 64 bytes long");
+        }
+        let allowed = |c: char| c.is_ascii_alphanumeric() || c == '-';
+        if let Some(c) = s.chars().find(|&c| !allowed(c) && c != '.') {
+            return bad(&format!(
+                "contains {c:?}; only A-Z a-z 0-9 - and dots are allowed"
+            ));
+        }
+        let label_ok =
+            |l: &str| !l.is_empty() && l.len() <= 63 && !l.starts_with('-') && !l.ends_with('-');
+        if !s.split('.').all(label_ok) {
+            return bad("needs labels of 1 to 63 characters, not starting or ending with '-'");
+        }
+        Ok(Self(s.to_owned()))
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Connection {
+    /// The file stem; also names /run/vpn-ns/<name>.lock.
+    pub name: String,
+    pub path: PathBuf,
+    pub kind: ConnectionType,
+    pub uuid: Option<Uuid>,
+    pub netns_isolate: bool,
+    pub netns_persistent: bool,
+    pub netns: NetnsName,
+    pub netns_timeout: Duration,
+    pub default_route: bool,
+    pub openvpn: Option<OpenVpnSection>,
+    pub wireguard: Option<WireGuardSection>,
+    pub dns: DnsOverride,
+    pub exec: Option<ExecPolicy>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OpenVpnSection {
+    #[serde(deserialize_with = "abs_path")]
+    pub config: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WireGuardSection {
+    #[serde(deserialize_with = "opt_abs_path")]
+    pub config: Option<PathBuf>,
+    pub backend: WgBackend,
+    pub userspace: String,
+}
+
+impl Default for WireGuardSection {
+    fn default() -> Self {
+        let userspace = "wireguard-go".to_owned();
+        Self {
+            config: None,
+            backend: WgBackend::Auto,
+            userspace,
+        }
+    }
+}
+
+/// `None` fields mean "use what the VPN pushed".
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DnsOverride {
+    #[serde(deserialize_with = "ip_list")]
+    pub servers: Option<Vec<IpAddr>>,
+    pub search: Option<Vec<DomainName>>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ExecPolicy {
+    #[serde(deserialize_with = "accounts")]
+    pub users: Vec<String>,
+    #[serde(deserialize_with = "accounts")]
+    pub groups: Vec<String>,
+    pub hostname: Option<Hostname>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error(
+        "{}: no connection {name:?} (create {}, or run `ls {}` to see the configured connections)",
+        path.display(), path.display(), path.parent().unwrap_or(Path::new(".")).display()
+    )]
+    NotFound { path: PathBuf, name: String },
+    #[error("{}: connection name {name:?} is not valid: use 1 to 64 characters of \
+             A-Z a-z 0-9 _ . - (not \".\" or \"..\")", path.display())]
+    BadName { path: PathBuf, name: String },
+    #[error("{}: cannot read: {source}", path.display())]
+    Io { path: PathBuf, source: io::Error },
+    /// `line` is `None` only for a key that is missing altogether.
+    #[error("{}{}: {message}", path.display(), line.map(|l| format!(" line {l}")).unwrap_or_default())]
+    Invalid {
+        path: PathBuf,
+        line: Option<usize>,
+        message: String,
+    },
+}
+
+impl ConfigError {
+    pub fn path(&self) -> &Path {
+        match self {
+            Self::NotFound { path, .. }
+            | Self::BadName { path, .. }
+            | Self::Io { path, .. }
+            | Self::Invalid { path, .. } => path,
+        }
+    }
+}
+
+/// Connection names become file names under /run/vpn-ns and /etc/vpn-ns, so they
+/// follow the same rules as namespace names: nothing can escape those directories.
+fn check_name(name: &str, path: &Path) -> Result<(), ConfigError> {
+    match name.parse::<NetnsName>() {
+        Ok(_) => Ok(()),
+        Err(_) => Err(ConfigError::BadName {
+            path: path.to_owned(),
+            name: name.to_owned(),
+        }),
+    }
+}
+
+pub fn load(dir: &Path, name: &str) -> Result<Connection, ConfigError> {
+    let path = dir.join(format!("{name}.toml"));
+    check_name(name, &path)?;
+    let text = std::fs::read_to_string(&path).map_err(|source| match source.kind() {
+        io::ErrorKind::NotFound => ConfigError::NotFound {
+            path: path.clone(),
+            name: name.to_owned(),
+        },
+        _ => ConfigError::Io {
+            path: path.clone(),
+            source,
+        },
+    })?;
+    let conn = parse(name, &path, &text)?;
+    tracing::debug!(path = %path.display(), kind = %conn.kind, netns = %conn.netns, "loaded connection");
+    Ok(conn)
+}
+
+pub fn load_all(dir: &Path) -> Result<Vec<Connection>, ConfigError> {
+    let io_err = |source| ConfigError::Io {
+        path: dir.to_owned(),
+        source,
+    };
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(io_err(e)),
+    };
+    let mut names = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(io_err)?;
+        if entry.file_type().map_err(io_err)?.is_dir() {
+            continue;
+        }
+        if let Some(name) = entry.file_name().to_string_lossy().strip_suffix(".toml") {
+            names.push(name.to_owned());
+        }
+    }
+    // Sorted before loading, so that the first error reported is deterministic too.
+    names.sort();
+    names.iter().map(|name| load(dir, name)).collect()
+}
+
+pub fn parse(name: &str, path: &Path, text: &str) -> Result<Connection, ConfigError> {
+    check_name(name, path)?;
+    let doc = Document::new(path, text)?;
+    let raw: RawConnection = toml::from_str(text).map_err(|e| doc.error(e.span(), e.message()))?;
+    let Some(kind) = raw.kind else {
+        let message = "missing required key \"type\" (\"openvpn\", \"wireguard\" or \"device\")";
+        return Err(doc.invalid(None, message.to_owned()));
+    };
+    let misplaced = match kind {
+        ConnectionType::OpenVpn => raw.wireguard.as_ref().map(|_| "wireguard"),
+        ConnectionType::WireGuard => raw.openvpn.as_ref().map(|_| "openvpn"),
+        ConnectionType::Device if raw.openvpn.is_some() => Some("openvpn"),
+        ConnectionType::Device => raw.wireguard.as_ref().map(|_| "wireguard"),
+    };
+    if let Some(section) = misplaced {
+        let why =
+            format!("[{section}] is only for type = \"{section}\", this connection is \"{kind}\"");
+        return Err(doc.key_error(section, &why));
+    }
+    let netns = match (raw.netns_name.unwrap_or(NetnsChoice::Name), &raw.uuid) {
+        (NetnsChoice::Name, _) => name
+            .parse()
+            .expect("connection names are valid namespace names"),
+        (NetnsChoice::Literal(n), _) => n,
+        (NetnsChoice::Uuid, Some(uuid)) => uuid.to_netns_name(),
+        (NetnsChoice::Uuid, None) => {
+            return Err(doc.key_error(
+                "netns-name",
+                "\"uuid\" needs a `uuid = \"...\"` key in this file",
+            ));
+        }
+    };
+    Ok(Connection {
+        name: name.to_owned(),
+        path: path.to_owned(),
+        kind,
+        uuid: raw.uuid,
+        netns_isolate: raw.netns_isolate.unwrap_or(true),
+        netns_persistent: raw.netns_persistent.unwrap_or(false),
+        netns,
+        netns_timeout: Duration::from_millis(raw.netns_timeout.map_or(DEFAULT_TIMEOUT_MS, |t| t.0)),
+        default_route: raw.default_route.unwrap_or(true),
+        openvpn: raw.openvpn,
+        wireguard: raw.wireguard,
+        dns: raw.dns.unwrap_or_default(),
+        exec: raw.exec,
+    })
+}
+
+// ---- the file as written ----
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawConnection {
+    // Optional here so that a missing `type` gets our message, not serde's.
+    #[serde(rename = "type")]
+    kind: Option<ConnectionType>,
+    uuid: Option<Uuid>,
+    netns_isolate: Option<bool>,
+    netns_persistent: Option<bool>,
+    netns_name: Option<NetnsChoice>,
+    netns_timeout: Option<TimeoutMs>,
+    default_route: Option<bool>,
+    openvpn: Option<OpenVpnSection>,
+    wireguard: Option<WireGuardSection>,
+    dns: Option<DnsOverride>,
+    exec: Option<ExecPolicy>,
+}
+
+enum NetnsChoice {
+    Uuid,
+    Name,
+    Literal(NetnsName),
+}
+
+impl FromStr for NetnsChoice {
+    type Err = InvalidValue;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "uuid" => Ok(Self::Uuid),
+            "name" => Ok(Self::Name),
+            _ => s.parse().map(Self::Literal),
+        }
+    }
+}
+
+/// std's message ("invalid IP address syntax") does not say which value was bad.
+struct Ip(IpAddr);
+
+impl FromStr for Ip {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        s.parse()
+            .map(Self)
+            .map_err(|_| format!("{s:?} is not an IP address"))
+    }
+}
+
+struct AbsPath(PathBuf);
+
+impl FromStr for AbsPath {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.starts_with('/') && !s.contains('\0') {
+            true => Ok(Self(PathBuf::from(s))),
+            false => Err(format!("{s:?} is not an absolute path")),
+        }
+    }
+}
+
+/// A user or group name. One that can never match an account would silently lock
+/// everyone out of `exec`, so it is refused here instead.
+struct Account(String);
+
+impl FromStr for Account {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = |c: char| c == ':' || c == '/' || c.is_whitespace() || c.is_control();
+        match s.is_empty() || s.chars().any(bad) {
+            true => Err(format!("{s:?} is not a valid user or group name")),
+            false => Ok(Self(s.to_owned())),
+        }
+    }
+}
+
+fn abs_path<'de, D: Deserializer<'de>>(d: D) -> Result<PathBuf, D::Error> {
+    Ok(AbsPath::deserialize(d)?.0)
+}
+
+fn opt_abs_path<'de, D: Deserializer<'de>>(d: D) -> Result<Option<PathBuf>, D::Error> {
+    abs_path(d).map(Some)
+}
+
+fn ip_list<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<IpAddr>>, D::Error> {
+    Ok(Some(
+        Vec::<Ip>::deserialize(d)?
+            .into_iter()
+            .map(|ip| ip.0)
+            .collect(),
+    ))
+}
+
+fn accounts<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    Ok(Vec::<Account>::deserialize(d)?
+        .into_iter()
+        .map(|a| a.0)
+        .collect())
+}
+
+deserialize_via_from_str! {
+    Uuid => "a UUID string",
+    Hostname => "a hostname string",
+    NetnsChoice => "\"name\", \"uuid\" or a namespace name",
+    Ip => "an IP address string",
+    AbsPath => "an absolute path",
+    Account => "a user or group name",
+}
+
+struct TimeoutMs(u64);
+
+impl<'de> Deserialize<'de> for TimeoutMs {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = TimeoutMs;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an integer (milliseconds)")
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<TimeoutMs, E> {
+                match u64::try_from(v) {
+                    Ok(v) if (1..=MAX_TIMEOUT_MS).contains(&v) => Ok(TimeoutMs(v)),
+                    _ => Err(E::custom(format!(
+                        "{v} is out of range (1 to {MAX_TIMEOUT_MS} milliseconds)"
+                    ))),
+                }
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<TimeoutMs, E> {
+                self.visit_i64(i64::try_from(v).unwrap_or(i64::MAX))
+            }
+        }
+        d.deserialize_u64(V)
+    }
+}
+
+// ---- turning toml's spans into "line N: key K" ----
+
+struct KeyEntry {
+    path: String,
+    depth: usize,
+    key: Range<usize>,
+    value: Range<usize>,
+}
+
+struct Document<'a> {
+    path: &'a Path,
+    text: &'a str,
+    keys: Vec<KeyEntry>,
+}
+
+impl<'a> Document<'a> {
+    /// Syntax errors are reported here; the recovered partial table still locates them.
+    fn new(path: &'a Path, text: &'a str) -> Result<Self, ConfigError> {
+        let (table, errors) = DeTable::parse_recoverable(text);
+        let mut doc = Self {
+            path,
+            text,
+            keys: Vec::new(),
+        };
+        index_keys(table.get_ref(), "", 0, &mut doc.keys);
+        match errors.first() {
+            Some(e) => Err(doc.error(e.span(), e.message())),
+            None => Ok(doc),
+        }
+    }
+
+    fn invalid(&self, line: Option<usize>, message: String) -> ConfigError {
+        ConfigError::Invalid {
+            path: self.path.to_owned(),
+            line,
+            message,
+        }
+    }
+
+    fn key_error(&self, key: &str, message: &str) -> ConfigError {
+        let line = self
+            .keys
+            .iter()
+            .find(|k| k.path == key)
+            .map(|k| self.line_of(k.key.start));
+        self.invalid(line, format!("key {key:?}: {message}"))
+    }
+
+    fn error(&self, span: Option<Range<usize>>, message: &str) -> ConfigError {
+        let span = span.map(|s| s.start.min(self.text.len())..s.end.min(self.text.len()));
+        let key = span.clone().and_then(|s| match message {
+            // A duplicate is dropped from the recovered table; its span is the key itself.
+            "duplicate key" => self.text.get(s).map(|k| k.trim().to_owned()),
+            _ => self.key_at(s.start),
+        });
+        let line = span.map(|s| self.line_of(s.start));
+        self.invalid(line, describe(message, key.as_deref()))
+    }
+
+    fn line_of(&self, off: usize) -> usize {
+        self.text.as_bytes()[..off]
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count()
+            + 1
+    }
+
+    /// The innermost key whose name or value covers `off`. Ends are inclusive because
+    /// syntax errors such as an unclosed array point just past the value.
+    fn key_at(&self, off: usize) -> Option<String> {
+        let covers = |r: &Range<usize>| r.start <= off && off <= r.end;
+        let keys = self
+            .keys
+            .iter()
+            .filter(|k| covers(&k.key) || covers(&k.value));
+        keys.max_by_key(|k| k.depth).map(|k| k.path.clone())
+    }
+}
+
+fn index_keys(table: &DeTable<'_>, prefix: &str, depth: usize, out: &mut Vec<KeyEntry>) {
+    for (k, v) in table.iter() {
+        let path = match prefix {
+            "" => k.get_ref().to_string(),
+            _ => format!("{prefix}.{}", k.get_ref()),
+        };
+        if let DeValue::Table(t) = v.get_ref() {
+            index_keys(t, &path, depth + 1, out);
+        }
+        out.push(KeyEntry {
+            path,
+            depth,
+            key: k.span(),
+            value: v.span(),
+        });
+    }
+}
+
+/// Rewrites serde/toml messages (possibly multi-line, in serde's vocabulary) into one
+/// line that talks about keys and TOML types.
+fn describe(message: &str, key: Option<&str>) -> String {
+    let message = message.split_whitespace().collect::<Vec<_>>().join(" ");
+    let (parent, leaf) = match key.map(|k| k.rsplit_once('.').unwrap_or(("", k))) {
+        Some((p, l)) => (p, Some(l)),
+        None => ("", None),
+    };
+    let in_section = if parent.is_empty() {
+        String::new()
+    } else {
+        format!(" in [{parent}]")
+    };
+    if let Some(rest) = message.strip_prefix("unknown field `") {
+        let (field, expected) = rest.split_once("`, expected ").unwrap_or((rest, ""));
+        let name = leaf.unwrap_or(field.trim_end_matches(['`', ',']));
+        let expected: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
+        let hint = if expected.is_empty() {
+            String::new()
+        } else {
+            format!(" (expected one of: {})", expected.join(", "))
+        };
+        return format!("unknown key {name:?}{in_section}{hint}");
+    }
+    if let Some(field) = message.strip_prefix("missing field `") {
+        let field = field.trim_end_matches('`');
+        return match key {
+            Some(k) => format!("missing key {field:?} in [{k}]"),
+            None => format!("missing key {field:?}"),
+        };
+    }
+    let mut text = message.clone();
+    for prefix in ["invalid type: ", "invalid value: "] {
+        if let Some(rest) = message.strip_prefix(prefix)
+            && let Some((found, expected)) = rest.rsplit_once(", expected ")
+        {
+            let expected = match expected {
+                "a sequence" => "an array",
+                e if e.starts_with("struct ") => "a table",
+                e => e,
+            };
+            text = format!("expected {expected}, found {}", describe_found(found));
+        }
+    }
+    match key {
+        Some(k) => format!("key {k:?}: {text}"),
+        None => text,
+    }
+}
+
+fn describe_found(found: &str) -> String {
+    const KINDS: [(&str, &str); 6] = [
+        ("string", "a string"),
+        ("integer", "an integer"),
+        ("floating point", "a float"),
+        ("boolean", "a boolean"),
+        ("sequence", "an array"),
+        ("map", "a table"),
+    ];
+    let found = found.replace('`', "");
+    for (serde_name, toml_name) in KINDS {
+        if let Some(rest) = found.strip_prefix(serde_name) {
+            return format!("{toml_name}{rest}");
+        }
+    }
+    found
+}
+
+#[cfg(test)]
+#[path = "config_tests.rs"]
+mod tests;

@@ -1,0 +1,599 @@
+//! Up and down of a connection over a `NetworkSpec`, whichever VPN produced it.
+//!
+//! Up records every change it makes in a `Journal`; if any later step fails, the
+//! journal is unwound in reverse so the system is left as it was before the call.
+
+use std::fs::File;
+use std::net::IpAddr;
+
+use crate::config::Connection;
+use crate::dns;
+use crate::netlink::{Link, Netlink, NetlinkError};
+use crate::netns::{self, NetnsError};
+use crate::spec::{DnsSpec, IpNet, NetnsName, NetworkSpec, Route};
+use crate::state::{self, Origin, State, StateError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum LifecycleError {
+    #[error("cannot create namespace \"{ns}\": {source}")]
+    CreateNetns {
+        ns: NetnsName,
+        #[source]
+        source: NetnsError,
+    },
+    #[error("cannot open namespace \"{ns}\": {source}")]
+    OpenNetns {
+        ns: NetnsName,
+        #[source]
+        source: NetnsError,
+    },
+    #[error("cannot delete namespace \"{ns}\": {source}")]
+    DeleteNetns {
+        ns: NetnsName,
+        #[source]
+        source: NetnsError,
+    },
+    #[error("{device} did not appear in the host namespace within {} ms (netns-timeout); is the VPN running and is `dev` right?", .timeout_ms)]
+    DeviceMissing { device: String, timeout_ms: u128 },
+    #[error(
+        "{device} is an OpenVPN data-channel-offload device ({kind}), which cannot work after a move to another namespace: add `disable-dco` to the OpenVPN config"
+    )]
+    Dco { device: String, kind: String },
+    #[error("cannot move {device} into namespace \"{ns}\": {source}")]
+    Move {
+        device: String,
+        ns: NetnsName,
+        #[source]
+        source: NetlinkError,
+    },
+    #[error("cannot configure {device} in namespace \"{ns}\": {source}")]
+    Configure {
+        device: String,
+        ns: String,
+        #[source]
+        source: NetlinkError,
+    },
+    #[error(transparent)]
+    Netlink(#[from] NetlinkError),
+    #[error("cannot write DNS files for namespace \"{ns}\": {source}")]
+    Dns {
+        ns: NetnsName,
+        #[source]
+        source: dns::DnsError,
+    },
+    #[error(transparent)]
+    State(#[from] StateError),
+}
+
+/// What a successful up did, for the one-line report.
+#[derive(Debug)]
+pub struct UpReport {
+    pub netns: Option<NetnsName>,
+    pub device: String,
+    pub addresses: usize,
+    pub routes: usize,
+    pub dns_servers: usize,
+    pub reused: bool,
+}
+
+/// Changes made so far by one `up`, undone in reverse on failure.
+#[derive(Default)]
+struct Journal {
+    created_netns: Option<NetnsName>,
+    /// Device moved into the namespace by this call.
+    moved: Option<String>,
+    created_etc: Option<NetnsName>,
+    wrote_state: Option<String>,
+    /// Host-namespace changes for `netns-isolate = false`.
+    host_link: Option<Link>,
+    host_addresses: Vec<crate::spec::Address>,
+    host_routes: Vec<Route>,
+}
+
+/// The DNS the namespace gets: `[dns]` replaces what the VPN pushed, key by key.
+pub fn effective_dns(conn: &Connection, pushed: &DnsSpec) -> DnsSpec {
+    DnsSpec {
+        servers: conn
+            .dns
+            .servers
+            .clone()
+            .unwrap_or_else(|| pushed.servers.clone()),
+        search: conn
+            .dns
+            .search
+            .clone()
+            .unwrap_or_else(|| pushed.search.clone()),
+    }
+}
+
+/// The routes to install inside the namespace: pushed ones, plus default routes when
+/// `default-route` is on (one per address family that has an address, so a family
+/// without a tunnel address has no route at all and fails closed).
+pub fn routes_for(spec: &NetworkSpec, default_route: bool) -> Vec<Route> {
+    let mut routes: Vec<Route> = spec.routes.clone();
+    if default_route {
+        if spec.addresses.iter().any(|a| a.local.is_ipv4()) {
+            routes.push(Route {
+                dest: IpNet::new(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 0).expect("/0"),
+                gateway: spec.gateway_v4.map(IpAddr::V4),
+                metric: None,
+            });
+        }
+        if spec.addresses.iter().any(|a| !a.local.is_ipv4()) {
+            routes.push(Route {
+                dest: IpNet::new(IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED), 0).expect("/0"),
+                gateway: None,
+                metric: None,
+            });
+        }
+    }
+    routes
+}
+
+/// Brings `conn` up with `spec`. The caller holds the connection's lock.
+pub async fn up(
+    conn: &Connection,
+    spec: &NetworkSpec,
+    origin: Origin,
+    vpn_pid: Option<u32>,
+) -> Result<UpReport, LifecycleError> {
+    let mut journal = Journal::default();
+    let host = netns::current().map_err(|source| LifecycleError::OpenNetns {
+        ns: conn.netns.clone(),
+        source,
+    })?;
+    let res = if conn.netns_isolate {
+        up_isolated(conn, spec, origin, vpn_pid, &mut journal).await
+    } else {
+        up_host(conn, spec, origin, vpn_pid, &mut journal).await
+    };
+    if res.is_err() {
+        rollback(conn, &host, journal).await;
+    }
+    res
+}
+
+async fn up_isolated(
+    conn: &Connection,
+    spec: &NetworkSpec,
+    origin: Origin,
+    vpn_pid: Option<u32>,
+    journal: &mut Journal,
+) -> Result<UpReport, LifecycleError> {
+    let ns = &conn.netns;
+    let prior = state::load(&conn.name)?;
+    let owned_before = prior
+        .as_ref()
+        .is_some_and(|s| s.netns_created && &s.netns == ns);
+    let reused = netns::exists(ns);
+    if reused {
+        if !owned_before {
+            tracing::warn!(
+                "namespace \"{ns}\" already exists and was not created by vpn-ns: using it, and it will not be deleted on down"
+            );
+        }
+    } else {
+        netns::create(ns).map_err(|source| LifecycleError::CreateNetns {
+            ns: ns.clone(),
+            source,
+        })?;
+        journal.created_netns = Some(ns.clone());
+        tracing::debug!("created namespace {ns}");
+    }
+    let ns_file = netns::open(ns).map_err(|source| LifecycleError::OpenNetns {
+        ns: ns.clone(),
+        source,
+    })?;
+    let mut inside = Netlink::connect(Some(&ns_file))?;
+    let configure = |source| LifecycleError::Configure {
+        device: spec.device.to_string(),
+        ns: ns.to_string(),
+        source,
+    };
+    if let Some(lo) = inside.link("lo").await? {
+        inside.set_up(lo.index, "lo").await.map_err(configure)?;
+    }
+
+    let dev = spec.device.as_str();
+    // On OpenVPN's `--up-restart` the device is already inside from the previous up.
+    let link = match inside.link(dev).await? {
+        Some(l) => {
+            tracing::debug!("{dev} is already in namespace {ns}");
+            l
+        }
+        None => {
+            let mut outside = Netlink::connect(None)?;
+            let l = outside
+                .wait_for_link(dev, conn.netns_timeout)
+                .await
+                .map_err(|e| match e {
+                    NetlinkError::Timeout { timeout, .. } => LifecycleError::DeviceMissing {
+                        device: dev.to_owned(),
+                        timeout_ms: timeout.as_millis(),
+                    },
+                    e => e.into(),
+                })?;
+            refuse_dco(&l)?;
+            outside
+                .move_link(&l, &ns_file)
+                .await
+                .map_err(|source| LifecycleError::Move {
+                    device: dev.to_owned(),
+                    ns: ns.clone(),
+                    source,
+                })?;
+            journal.moved = Some(dev.to_owned());
+            inside
+                .wait_for_link(dev, conn.netns_timeout)
+                .await
+                .map_err(|source| LifecycleError::Move {
+                    device: dev.to_owned(),
+                    ns: ns.clone(),
+                    source,
+                })?
+        }
+    };
+
+    let routes = routes_for(spec, conn.default_route);
+    apply(&inside, &link, spec, &routes)
+        .await
+        .map_err(configure)?;
+
+    let dns = effective_dns(conn, &spec.dns);
+    if dns.servers.is_empty() {
+        tracing::warn!(
+            "no DNS server pushed by the VPN and none in [dns]: name lookups in namespace {ns} will fail"
+        );
+    }
+    let created_etc = dns::write(ns, &conn.name, &dns).map_err(|source| LifecycleError::Dns {
+        ns: ns.clone(),
+        source,
+    })?;
+    if created_etc {
+        journal.created_etc = Some(ns.clone());
+    }
+
+    let st = State {
+        connection: conn.name.clone(),
+        netns: ns.clone(),
+        netns_created: journal.created_netns.is_some() || owned_before,
+        isolated: true,
+        persistent: conn.netns_persistent,
+        up: true,
+        origin,
+        device: Some(dev.to_owned()),
+        addresses: spec.addresses.clone(),
+        routes: routes.clone(),
+        dns: dns.clone(),
+        vpn_pid,
+        since: state::now(),
+    };
+    state::save(&st)?;
+    journal.wrote_state = Some(conn.name.clone());
+    Ok(UpReport {
+        netns: Some(ns.clone()),
+        device: dev.to_owned(),
+        addresses: spec.addresses.len(),
+        routes: routes.len(),
+        dns_servers: dns.servers.len(),
+        reused,
+    })
+}
+
+/// `netns-isolate = false`: addresses and pushed routes in the host namespace, never a
+/// default route, host DNS untouched.
+async fn up_host(
+    conn: &Connection,
+    spec: &NetworkSpec,
+    origin: Origin,
+    vpn_pid: Option<u32>,
+    journal: &mut Journal,
+) -> Result<UpReport, LifecycleError> {
+    let dev = spec.device.as_str();
+    let mut nl = Netlink::connect(None)?;
+    let link = nl
+        .wait_for_link(dev, conn.netns_timeout)
+        .await
+        .map_err(|e| match e {
+            NetlinkError::Timeout { timeout, .. } => LifecycleError::DeviceMissing {
+                device: dev.to_owned(),
+                timeout_ms: timeout.as_millis(),
+            },
+            e => e.into(),
+        })?;
+    journal.host_link = Some(link.clone());
+    let routes = routes_for(spec, false);
+    let configure = |source| LifecycleError::Configure {
+        device: dev.to_owned(),
+        ns: "host".to_owned(),
+        source,
+    };
+    if let Some(mtu) = spec.mtu {
+        nl.set_mtu(&link, mtu).await.map_err(configure)?;
+    }
+    for a in &spec.addresses {
+        nl.add_address(&link, a).await.map_err(configure)?;
+        journal.host_addresses.push(a.clone());
+    }
+    nl.set_up(link.index, dev).await.map_err(configure)?;
+    for r in &routes {
+        nl.add_route(&link, r).await.map_err(configure)?;
+        journal.host_routes.push(r.clone());
+    }
+    let st = State {
+        connection: conn.name.clone(),
+        netns: conn.netns.clone(),
+        netns_created: false,
+        isolated: false,
+        persistent: false,
+        up: true,
+        origin,
+        device: Some(dev.to_owned()),
+        addresses: spec.addresses.clone(),
+        routes: routes.clone(),
+        dns: DnsSpec::default(),
+        vpn_pid,
+        since: state::now(),
+    };
+    state::save(&st)?;
+    journal.wrote_state = Some(conn.name.clone());
+    Ok(UpReport {
+        netns: None,
+        device: dev.to_owned(),
+        addresses: spec.addresses.len(),
+        routes: routes.len(),
+        dns_servers: 0,
+        reused: false,
+    })
+}
+
+fn refuse_dco(l: &Link) -> Result<(), LifecycleError> {
+    match l.kind.as_deref() {
+        Some(k @ ("ovpn-dco" | "ovpn")) => Err(LifecycleError::Dco {
+            device: l.name.clone(),
+            kind: k.to_owned(),
+        }),
+        _ => Ok(()),
+    }
+}
+
+async fn apply(
+    nl: &Netlink,
+    link: &Link,
+    spec: &NetworkSpec,
+    routes: &[Route],
+) -> Result<(), NetlinkError> {
+    if let Some(mtu) = spec.mtu
+        && link.mtu != Some(mtu)
+    {
+        nl.set_mtu(link, mtu).await?;
+    }
+    for a in &spec.addresses {
+        nl.add_address(link, a).await?;
+    }
+    nl.set_up(link.index, &link.name).await?;
+    for r in routes {
+        nl.add_route(link, r).await?;
+    }
+    Ok(())
+}
+
+async fn rollback(conn: &Connection, host: &File, j: Journal) {
+    if let Some(name) = &j.wrote_state
+        && let Err(e) = state::remove(name)
+    {
+        tracing::error!("rollback: {e}");
+    }
+    if let Some(ns) = &j.created_etc
+        && let Err(e) = dns::remove(ns)
+    {
+        tracing::error!("rollback: {e}");
+    }
+    if let Some(link) = &j.host_link
+        && let Ok(nl) = Netlink::connect(None)
+    {
+        for r in j.host_routes.iter().rev() {
+            let _ = nl.del_route(link, r).await;
+        }
+        for a in j.host_addresses.iter().rev() {
+            let _ = nl.del_address(link, a).await;
+        }
+    }
+    // Hand the device back to the host namespace, where its VPN process expects it.
+    if let Some(dev) = &j.moved {
+        match netns::open(&conn.netns) {
+            Ok(ns_file) => match Netlink::connect(Some(&ns_file)) {
+                Ok(nl) => {
+                    if let Ok(Some(l)) = nl.link(dev).await
+                        && let Err(e) = nl.move_link(&l, host).await
+                    {
+                        tracing::error!(
+                            "rollback: cannot move {dev} back to the host namespace: {e}"
+                        );
+                    }
+                }
+                Err(e) => tracing::error!("rollback: {e}"),
+            },
+            Err(e) => tracing::error!("rollback: {e}"),
+        }
+    }
+    if let Some(ns) = &j.created_netns {
+        match netns::delete(ns) {
+            Ok(()) => tracing::info!("rolled back: namespace {ns} removed"),
+            Err(e) => tracing::error!("rollback: cannot delete namespace {ns}: {e}"),
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct DownReport {
+    pub netns: Option<NetnsName>,
+    pub removed_netns: bool,
+    pub was_up: bool,
+}
+
+/// Takes `conn` down. The caller holds the connection's lock.
+pub async fn down(conn: &Connection) -> Result<DownReport, LifecycleError> {
+    let Some(st) = state::load(&conn.name)? else {
+        return Ok(DownReport {
+            netns: None,
+            removed_netns: false,
+            was_up: false,
+        });
+    };
+    let host = netns::current().map_err(|source| LifecycleError::OpenNetns {
+        ns: st.netns.clone(),
+        source,
+    })?;
+    if !st.isolated {
+        if let Some(dev) = &st.device {
+            let nl = Netlink::connect(None)?;
+            if let Some(link) = nl.link(dev).await? {
+                for r in st.routes.iter().rev() {
+                    ignore_gone(nl.del_route(&link, r).await)?;
+                }
+                for a in st.addresses.iter().rev() {
+                    ignore_gone(nl.del_address(&link, a).await)?;
+                }
+            }
+        }
+        state::remove(&conn.name)?;
+        return Ok(DownReport {
+            netns: None,
+            removed_netns: false,
+            was_up: st.up,
+        });
+    }
+
+    let ns = st.netns.clone();
+    let keep = st.persistent || conn.netns_persistent;
+    if netns::exists(&ns) {
+        let ns_file = netns::open(&ns).map_err(|source| LifecycleError::OpenNetns {
+            ns: ns.clone(),
+            source,
+        })?;
+        // Usually OpenVPN has closed the tun already and it is gone; with --down-pre or
+        // for a device vpn-ns adopted it is still here: strip it and hand it back.
+        if let Some(dev) = &st.device {
+            let nl = Netlink::connect(Some(&ns_file))?;
+            if let Some(link) = nl.link(dev).await? {
+                for r in st.routes.iter().rev() {
+                    ignore_gone(nl.del_route(&link, r).await)?;
+                }
+                for a in st.addresses.iter().rev() {
+                    ignore_gone(nl.del_address(&link, a).await)?;
+                }
+                nl.move_link(&link, &host)
+                    .await
+                    .map_err(|source| LifecycleError::Configure {
+                        device: dev.clone(),
+                        ns: ns.to_string(),
+                        source,
+                    })?;
+            }
+        }
+    }
+    if keep {
+        let mut kept = st.clone();
+        kept.up = false;
+        kept.device = None;
+        kept.vpn_pid = None;
+        state::save(&kept)?;
+        return Ok(DownReport {
+            netns: Some(ns),
+            removed_netns: false,
+            was_up: st.up,
+        });
+    }
+    let mut removed = false;
+    if st.netns_created {
+        netns::delete(&ns).map_err(|source| LifecycleError::DeleteNetns {
+            ns: ns.clone(),
+            source,
+        })?;
+        removed = true;
+    } else {
+        tracing::info!("namespace \"{ns}\" was not created by vpn-ns: leaving it in place");
+    }
+    dns::remove(&ns).map_err(|source| LifecycleError::Dns {
+        ns: ns.clone(),
+        source,
+    })?;
+    state::remove(&conn.name)?;
+    Ok(DownReport {
+        netns: Some(ns),
+        removed_netns: removed,
+        was_up: st.up,
+    })
+}
+
+/// During down, an address or route already gone (device closed, admin removed it) is fine.
+fn ignore_gone(r: Result<(), NetlinkError>) -> Result<(), NetlinkError> {
+    match r {
+        Err(e)
+            if matches!(
+                e.errno()
+                    .and_then(|n| nix::errno::Errno::from_raw(n).into()),
+                Some(
+                    nix::errno::Errno::ESRCH
+                        | nix::errno::Errno::ENOENT
+                        | nix::errno::Errno::EADDRNOTAVAIL
+                        | nix::errno::Errno::ENODEV
+                )
+            ) =>
+        {
+            Ok(())
+        }
+        r => r,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::Address;
+
+    fn spec(v6: bool) -> NetworkSpec {
+        let mut addresses = vec![Address {
+            local: "100.64.0.2/24".parse().unwrap(),
+            peer: None,
+        }];
+        if v6 {
+            addresses.push(Address {
+                local: "fd00:64::1000/64".parse().unwrap(),
+                peer: None,
+            });
+        }
+        NetworkSpec {
+            device: "tun0".parse().unwrap(),
+            mtu: Some(1500),
+            addresses,
+            routes: vec![Route {
+                dest: "203.0.113.0/24".parse().unwrap(),
+                gateway: None,
+                metric: None,
+            }],
+            gateway_v4: Some("100.64.0.1".parse().unwrap()),
+            gateway_v6: None,
+            dns: DnsSpec::default(),
+        }
+    }
+
+    #[test]
+    fn default_routes_follow_address_families() {
+        let r = routes_for(&spec(false), true);
+        assert_eq!(r.len(), 2);
+        assert_eq!(r[1].dest.to_string(), "0.0.0.0/0");
+        assert_eq!(r[1].gateway, Some("100.64.0.1".parse().unwrap()));
+        let r6 = routes_for(&spec(true), true);
+        assert_eq!(r6.len(), 3);
+        assert_eq!(r6[2].dest.to_string(), "::/0");
+    }
+
+    #[test]
+    fn no_default_route_when_disabled() {
+        let r = routes_for(&spec(true), false);
+        assert_eq!(r.len(), 1);
+        assert!(r.iter().all(|r| !r.dest.is_default()));
+    }
+}

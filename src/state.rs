@@ -1,0 +1,176 @@
+//! Runtime state under `/run/vpn-ns`: one JSON record and one lock file per connection.
+//! The record is what lets `down` undo exactly what `up` did, and what tells a
+//! namespace vpn-ns created from one it merely reused.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use nix::fcntl::{Flock, FlockArg};
+use serde::{Deserialize, Serialize};
+
+use crate::spec::{Address, DnsSpec, NetnsName, Route};
+
+pub const RUN_DIR: &str = "/run/vpn-ns";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("{op} {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{path} is corrupt ({source}); remove it after checking `ip netns list`")]
+    Corrupt {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+fn io_err(op: &'static str, path: &Path) -> impl FnOnce(io::Error) -> StateError + use<> {
+    let path = path.to_owned();
+    move |source| StateError::Io { op, path, source }
+}
+
+/// Who brought the connection up; decides how `down` and `status` treat it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Origin {
+    OpenvpnHook,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct State {
+    pub connection: String,
+    pub netns: NetnsName,
+    /// vpn-ns created the namespace, so it may delete it. Never true for a reused one.
+    pub netns_created: bool,
+    pub isolated: bool,
+    pub persistent: bool,
+    /// False for a persistent namespace kept while its VPN is down.
+    pub up: bool,
+    pub origin: Origin,
+    pub device: Option<String>,
+    pub addresses: Vec<Address>,
+    pub routes: Vec<Route>,
+    pub dns: DnsSpec,
+    /// The VPN process (OpenVPN's pid for the hook).
+    pub vpn_pid: Option<u32>,
+    /// Unix time of the last successful up.
+    pub since: u64,
+}
+
+pub fn run_dir() -> PathBuf {
+    PathBuf::from(RUN_DIR)
+}
+
+fn ensure_dir() -> Result<PathBuf, StateError> {
+    let d = run_dir();
+    match fs::DirBuilder::new().mode(0o755).create(&d) {
+        Ok(()) => Ok(d),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(d),
+        Err(e) => Err(io_err("cannot create", &d)(e)),
+    }
+}
+
+pub fn state_path(conn: &str) -> PathBuf {
+    run_dir().join(format!("{conn}.json"))
+}
+
+/// An exclusive flock on `/run/vpn-ns/<conn>.lock`, held until dropped, so concurrent
+/// hook calls for one connection run one after the other. The lock file is never
+/// removed: unlinking a lock file lets two holders lock different inodes.
+pub struct Lock {
+    _flock: Flock<File>,
+}
+
+pub fn lock(conn: &str) -> Result<Lock, StateError> {
+    let p = ensure_dir()?.join(format!("{conn}.lock"));
+    let f = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(&p)
+        .map_err(io_err("cannot open", &p))?;
+    let flock = Flock::lock(f, FlockArg::LockExclusive)
+        .map_err(|(_, e)| io_err("cannot lock", &p)(io::Error::from(e)))?;
+    Ok(Lock { _flock: flock })
+}
+
+pub fn load(conn: &str) -> Result<Option<State>, StateError> {
+    let p = state_path(conn);
+    match fs::read(&p) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|source| StateError::Corrupt { path: p, source }),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io_err("cannot read", &p)(e)),
+    }
+}
+
+/// Every state record, for `status`/`list`.
+pub fn load_all() -> Result<Vec<State>, StateError> {
+    let d = run_dir();
+    let rd = match fs::read_dir(&d) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(io_err("cannot read", &d)(e)),
+    };
+    let mut names: Vec<String> = rd
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            e.file_name()
+                .to_str()?
+                .strip_suffix(".json")
+                .map(str::to_owned)
+        })
+        .collect();
+    names.sort();
+    let mut out = Vec::new();
+    for n in names {
+        if let Some(s) = load(&n)? {
+            out.push(s);
+        }
+    }
+    Ok(out)
+}
+
+/// Writes atomically (temp file + rename) so a crash never leaves half a record.
+pub fn save(state: &State) -> Result<(), StateError> {
+    ensure_dir()?;
+    let p = state_path(&state.connection);
+    let tmp = p.with_extension("json.tmp");
+    let body = serde_json::to_vec_pretty(state).expect("state serializes");
+    let mut f = OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .mode(0o644)
+        .open(&tmp)
+        .map_err(io_err("cannot write", &tmp))?;
+    f.write_all(&body)
+        .and_then(|()| f.sync_all())
+        .map_err(io_err("cannot write", &tmp))?;
+    fs::rename(&tmp, &p).map_err(io_err("cannot rename into", &p))
+}
+
+pub fn remove(conn: &str) -> Result<(), StateError> {
+    let p = state_path(conn);
+    match fs::remove_file(&p) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(io_err("cannot remove", &p)(e)),
+    }
+}
+
+pub fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
