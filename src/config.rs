@@ -255,7 +255,7 @@ pub enum ConfigError {
     #[error("{}: connection name {name:?} is not valid: use 1 to 64 characters of \
              A-Z a-z 0-9 _ . - (not \".\" or \"..\")", path.display())]
     BadName { path: PathBuf, name: String },
-    #[error("{}: cannot read: {source}", path.display())]
+    #[error("{}: cannot read", path.display())]
     Io { path: PathBuf, source: io::Error },
     /// `line` is `None` only for a key that is missing altogether.
     #[error("{}{}: {message}", path.display(), line.map(|l| format!(" line {l}")).unwrap_or_default())]

@@ -15,19 +15,19 @@ use crate::state::{self, Origin, State, StateError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LifecycleError {
-    #[error("cannot create namespace \"{ns}\": {source}")]
+    #[error("cannot create namespace \"{ns}\"")]
     CreateNetns {
         ns: NetnsName,
         #[source]
         source: NetnsError,
     },
-    #[error("cannot open namespace \"{ns}\": {source}")]
+    #[error("cannot open namespace \"{ns}\"")]
     OpenNetns {
         ns: NetnsName,
         #[source]
         source: NetnsError,
     },
-    #[error("cannot delete namespace \"{ns}\": {source}")]
+    #[error("cannot delete namespace \"{ns}\"")]
     DeleteNetns {
         ns: NetnsName,
         #[source]
@@ -39,14 +39,14 @@ pub enum LifecycleError {
         "{device} is an OpenVPN data-channel-offload device ({kind}), which cannot work after a move to another namespace: add `disable-dco` to the OpenVPN config"
     )]
     Dco { device: String, kind: String },
-    #[error("cannot move {device} into namespace \"{ns}\": {source}")]
+    #[error("cannot move {device} into namespace \"{ns}\"")]
     Move {
         device: String,
         ns: NetnsName,
         #[source]
         source: NetlinkError,
     },
-    #[error("cannot configure {device} in namespace \"{ns}\": {source}")]
+    #[error("cannot configure {device} in namespace \"{ns}\"")]
     Configure {
         device: String,
         ns: String,
@@ -55,7 +55,7 @@ pub enum LifecycleError {
     },
     #[error(transparent)]
     Netlink(#[from] NetlinkError),
-    #[error("cannot write DNS files for namespace \"{ns}\": {source}")]
+    #[error("cannot write DNS files for namespace \"{ns}\"")]
     Dns {
         ns: NetnsName,
         #[source]
@@ -196,7 +196,9 @@ async fn up_isolated(
 
     let dev = spec.device.as_str();
     // On OpenVPN's `--up-restart` the device is already inside from the previous up.
-    let link = match inside.link(dev).await? {
+    let already_inside = inside.link(dev).await?;
+    let restart = already_inside.is_some();
+    let link = match already_inside {
         Some(l) => {
             tracing::debug!("{dev} is already in namespace {ns}");
             l
@@ -234,10 +236,19 @@ async fn up_isolated(
         }
     };
 
-    let routes = routes_for(spec, conn.default_route);
+    let mut routes = routes_for(spec, conn.default_route);
     apply(&inside, &link, spec, &routes)
         .await
         .map_err(configure)?;
+    // OpenVPN passes no route_* variables at `up ... restart`: the routes of the previous
+    // up are still on the device, and stay recorded so that down can account for them.
+    if restart && let Some(p) = prior.as_ref().filter(|p| p.up) {
+        for r in &p.routes {
+            if !routes.contains(r) {
+                routes.push(r.clone());
+            }
+        }
+    }
 
     let dns = effective_dns(conn, &spec.dns);
     if dns.servers.is_empty() {
