@@ -4,9 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 banner() { printf '\n==== %s\n' "$*"; }
-banner "cargo fmt --check"
-cargo fmt --check
-banner "cargo clippy --all-targets -- -D warnings"
-cargo clippy --all-targets -- -D warnings
+banner "cargo fmt --all --check"
+cargo fmt --all --check
+banner "cargo clippy --workspace --all-targets -- -D warnings"
+cargo clippy --workspace --all-targets -- -D warnings
 banner "cargo test --all-targets -- --test-threads=2"
 cargo test --all-targets -- --test-threads=2
