@@ -205,16 +205,7 @@ async fn up_isolated(
         }
         None => {
             let mut outside = Netlink::connect(None)?;
-            let l = outside
-                .wait_for_link(dev, conn.netns_timeout)
-                .await
-                .map_err(|e| match e {
-                    NetlinkError::Timeout { timeout, .. } => LifecycleError::DeviceMissing {
-                        device: dev.to_owned(),
-                        timeout_ms: timeout.as_millis(),
-                    },
-                    e => e.into(),
-                })?;
+            let l = wait_in_host(&mut outside, dev, conn).await?;
             refuse_dco(&l)?;
             outside
                 .move_link(&l, &ns_file)
@@ -302,16 +293,7 @@ async fn up_host(
 ) -> Result<UpReport, LifecycleError> {
     let dev = spec.device.as_str();
     let mut nl = Netlink::connect(None)?;
-    let link = nl
-        .wait_for_link(dev, conn.netns_timeout)
-        .await
-        .map_err(|e| match e {
-            NetlinkError::Timeout { timeout, .. } => LifecycleError::DeviceMissing {
-                device: dev.to_owned(),
-                timeout_ms: timeout.as_millis(),
-            },
-            e => e.into(),
-        })?;
+    let link = wait_in_host(&mut nl, dev, conn).await?;
     journal.host_link = Some(link.clone());
     let routes = routes_for(spec, false);
     let configure = |source| LifecycleError::Configure {
@@ -356,6 +338,23 @@ async fn up_host(
         dns_servers: 0,
         reused: false,
     })
+}
+
+/// Waits for the VPN's device in the host namespace, bounded by `netns-timeout`.
+async fn wait_in_host(
+    nl: &mut Netlink,
+    dev: &str,
+    conn: &Connection,
+) -> Result<Link, LifecycleError> {
+    nl.wait_for_link(dev, conn.netns_timeout)
+        .await
+        .map_err(|e| match e {
+            NetlinkError::Timeout { timeout, .. } => LifecycleError::DeviceMissing {
+                device: dev.to_owned(),
+                timeout_ms: timeout.as_millis(),
+            },
+            e => e.into(),
+        })
 }
 
 fn refuse_dco(l: &Link) -> Result<(), LifecycleError> {
