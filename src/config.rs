@@ -52,7 +52,7 @@ macro_rules! deserialize_via_from_str {
 
 /// Closed sets of keywords: one table gives parsing, printing and the error text.
 macro_rules! keywords {
-    ($ty:ident, $what:literal, $expected:literal, { $($variant:ident = $kw:literal),+ }) => {
+    ($ty:ident, $what:literal, $expected:expr, { $($variant:ident = $kw:literal),+ }) => {
         impl $ty {
             pub fn as_str(self) -> &'static str {
                 match self { $(Self::$variant => $kw),+ }
@@ -76,16 +76,25 @@ macro_rules! keywords {
     };
 }
 
+// After the macros, which it uses.
+mod plain;
+pub use plain::{MacvlanMode, MacvlanSection, RoutedSection};
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ConnectionType {
     OpenVpn,
     WireGuard,
     Device,
+    Macvlan,
+    Routed,
 }
 
-keywords!(ConnectionType, "connection type", "\"openvpn\", \"wireguard\" or \"device\"", {
-    OpenVpn = "openvpn", WireGuard = "wireguard", Device = "device"
+const TYPES: &str = "\"openvpn\", \"wireguard\", \"device\", \"macvlan\" or \"routed\"";
+
+keywords!(ConnectionType, "connection type", TYPES, {
+    OpenVpn = "openvpn", WireGuard = "wireguard", Device = "device",
+    Macvlan = "macvlan", Routed = "routed"
 });
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -195,6 +204,8 @@ pub struct Connection {
     pub default_route: bool,
     pub openvpn: Option<OpenVpnSection>,
     pub wireguard: Option<WireGuardSection>,
+    pub macvlan: Option<MacvlanSection>,
+    pub routed: Option<RoutedSection>,
     pub dns: DnsOverride,
     pub exec: Option<ExecPolicy>,
 }
@@ -337,20 +348,31 @@ pub fn parse(name: &str, path: &Path, text: &str) -> Result<Connection, ConfigEr
     let doc = Document::new(path, text)?;
     let raw: RawConnection = toml::from_str(text).map_err(|e| doc.error(e.span(), e.message()))?;
     let Some(kind) = raw.kind else {
-        let message = "missing required key \"type\" (\"openvpn\", \"wireguard\" or \"device\")";
-        return Err(doc.invalid(None, message.to_owned()));
+        let message = format!("missing required key \"type\" ({TYPES})");
+        return Err(doc.invalid(None, message));
     };
-    let misplaced = match kind {
-        ConnectionType::OpenVpn => raw.wireguard.as_ref().map(|_| "wireguard"),
-        ConnectionType::WireGuard => raw.openvpn.as_ref().map(|_| "openvpn"),
-        ConnectionType::Device if raw.openvpn.is_some() => Some("openvpn"),
-        ConnectionType::Device => raw.wireguard.as_ref().map(|_| "wireguard"),
-    };
+    let sections = [
+        (ConnectionType::OpenVpn, raw.openvpn.is_some()),
+        (ConnectionType::WireGuard, raw.wireguard.is_some()),
+        (ConnectionType::Macvlan, raw.macvlan.is_some()),
+        (ConnectionType::Routed, raw.routed.is_some()),
+    ];
+    let misplaced = sections
+        .iter()
+        .find(|(owner, present)| *present && *owner != kind)
+        .map(|(owner, _)| owner.as_str());
     if let Some(section) = misplaced {
         let why =
             format!("[{section}] is only for type = \"{section}\", this connection is \"{kind}\"");
         return Err(doc.key_error(section, &why));
     }
+    plain::check(
+        &doc,
+        kind,
+        raw.macvlan.as_ref(),
+        raw.routed.as_ref(),
+        raw.dns.as_ref(),
+    )?;
     let netns = match (raw.netns_name.unwrap_or(NetnsChoice::Name), &raw.uuid) {
         (NetnsChoice::Name, _) => name
             .parse()
@@ -376,6 +398,8 @@ pub fn parse(name: &str, path: &Path, text: &str) -> Result<Connection, ConfigEr
         default_route: raw.default_route.unwrap_or(true),
         openvpn: raw.openvpn,
         wireguard: raw.wireguard,
+        macvlan: raw.macvlan,
+        routed: raw.routed,
         dns: raw.dns.unwrap_or_default(),
         exec: raw.exec,
     })
@@ -397,6 +421,8 @@ struct RawConnection {
     default_route: Option<bool>,
     openvpn: Option<OpenVpnSection>,
     wireguard: Option<WireGuardSection>,
+    macvlan: Option<MacvlanSection>,
+    routed: Option<RoutedSection>,
     dns: Option<DnsOverride>,
     exec: Option<ExecPolicy>,
 }
