@@ -43,6 +43,21 @@ pub enum Command {
     /// Entry points for VPN clients' scripts (OpenVPN --up/--down)
     #[command(subcommand)]
     Hook(HookCommand),
+    /// Bring a connection up (macvlan and routed: create the namespace and its uplink)
+    Up {
+        /// Connection name (file <config-dir>/<CONN>.toml)
+        #[arg(value_name = "CONN")]
+        conn: String,
+        /// Stay in the foreground; take the connection down on SIGINT/SIGTERM
+        #[arg(long)]
+        foreground: bool,
+    },
+    /// Take a connection down; its namespace is removed unless persistent
+    Down {
+        /// Connection name (file <config-dir>/<CONN>.toml)
+        #[arg(value_name = "CONN")]
+        conn: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -8,6 +8,7 @@ mod lifecycle;
 mod netlink;
 mod netns;
 mod openvpn;
+mod plain;
 mod spec;
 mod state;
 

@@ -170,6 +170,11 @@ impl Netlink {
         Ok(Netlink { handle, events })
     }
 
+    /// The rtnetlink handle, for requests this module has no helper for.
+    pub fn handle(&self) -> &Handle {
+        &self.handle
+    }
+
     pub async fn links(&self) -> Result<Vec<Link>, NetlinkError> {
         let msgs: Vec<LinkMessage> = self
             .handle

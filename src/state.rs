@@ -41,6 +41,10 @@ fn io_err(op: &'static str, path: &Path) -> impl FnOnce(io::Error) -> StateError
 #[serde(rename_all = "kebab-case")]
 pub enum Origin {
     OpenvpnHook,
+    /// `vpn-ns up` of a `type = "macvlan"` connection: a direct uplink, no tunnel.
+    Macvlan,
+    /// `vpn-ns up` of a `type = "routed"` connection: a direct uplink, no tunnel.
+    Routed,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

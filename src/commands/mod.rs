@@ -1,6 +1,7 @@
 //! One module per subcommand; this module resolves what they share.
 
 mod hook;
+mod plain;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -16,6 +17,8 @@ pub struct UsageError(pub String);
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match &cli.command {
         Command::Hook(HookCommand::Openvpn { conn, .. }) => hook::openvpn(&cli.global, conn),
+        Command::Up { conn, foreground } => plain::up(&cli.global, conn, *foreground),
+        Command::Down { conn } => plain::down(&cli.global, conn),
     }
 }
 
