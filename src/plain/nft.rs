@@ -1,10 +1,15 @@
 //! The NAT for routed connections, spoken directly in nf_tables netlink (what `nft`
 //! sends), without the nft binary or libnftnl.
 //!
-//! Each routed connection owns one table, `ip vpn_ns_<conn>`, holding one base chain
-//! (`type nat hook postrouting priority srcnat`) with one rule,
-//! `ip saddr <transfer> oifname <uplink> masquerade`. Nothing outside that table is
-//! read or changed, and down deletes exactly that table.
+//! Each routed connection owns one table, `ip vpn_ns_<conn>`, holding
+//! - chain `postrouting` (`type nat hook postrouting priority srcnat`):
+//!   `ip saddr <transfer> oifname <uplink> masquerade`;
+//! - chain `forward` (`type filter hook forward priority filter`):
+//!   `ip saddr <transfer> oifname != <uplink> drop` and
+//!   `ip daddr <transfer> iifname != <uplink> drop`, so the namespace reaches only the
+//!   uplink, not other routed namespaces or other host interfaces, and nothing but the
+//!   uplink reaches it.
+//! Nothing outside that table is read or changed, and down deletes exactly that table.
 
 use std::io;
 use std::net::Ipv4Addr;
@@ -16,6 +21,7 @@ use crate::spec::IpNet;
 const NLM_F_REQUEST: u16 = 0x1;
 const NLM_F_ACK: u16 = 0x4;
 const NLM_F_CREATE: u16 = 0x400;
+const NLM_F_APPEND: u16 = 0x800;
 const NLA_F_NESTED: u16 = 0x8000;
 const NLMSG_ERROR: u16 = 0x2;
 
@@ -52,10 +58,19 @@ const NF_ACCEPT: u32 = 1;
 const NFT_REG_1: u32 = 1;
 const NFT_PAYLOAD_NETWORK_HEADER: u32 = 1;
 const NFT_CMP_EQ: u32 = 0;
+const NFT_CMP_NEQ: u32 = 1;
+const NFT_META_IIFNAME: u32 = 6;
 const NFT_META_OIFNAME: u32 = 7;
+const NF_INET_FORWARD: u32 = 2;
+const NF_IP_PRI_FILTER: i32 = 0;
+const NF_DROP: u32 = 0;
+const NFT_REG_VERDICT: u32 = 0;
+const NFTA_DATA_VERDICT: u16 = 2;
+const NFTA_VERDICT_CODE: u16 = 1;
 const IFNAMSIZ: usize = 16;
 
-pub const CHAIN: &str = "postrouting";
+const NAT_CHAIN: &str = "postrouting";
+const FILTER_CHAIN: &str = "forward";
 
 #[derive(Debug, thiserror::Error)]
 pub enum NftError {
@@ -116,8 +131,17 @@ fn data_value(v: &[u8]) -> Attrs {
     d
 }
 
-/// `ip saddr <net> oifname <uplink> masquerade`
-fn masquerade_exprs(transfer: &IpNet, uplink: &str) -> Attrs {
+/// Which address of the IPv4 header a rule matches.
+#[derive(Clone, Copy)]
+enum Dir {
+    /// `ip saddr <net>` with `oifname`.
+    Out,
+    /// `ip daddr <net>` with `iifname`.
+    In,
+}
+
+/// `ip saddr|daddr <net> oifname|iifname ==|!= <dev>`, then `verdict`.
+fn rule_exprs(transfer: &IpNet, dir: Dir, dev: &str, dev_op: u32, verdict: Attrs) -> Attrs {
     let net = match transfer.network().addr() {
         std::net::IpAddr::V4(a) => a,
         std::net::IpAddr::V6(_) => unreachable!("transfer networks are IPv4 (checked in config)"),
@@ -127,11 +151,15 @@ fn masquerade_exprs(transfer: &IpNet, uplink: &str) -> Attrs {
             .checked_shl(32 - u32::from(transfer.prefix()))
             .unwrap_or(0),
     );
+    let (offset, meta_key) = match dir {
+        Dir::Out => (12, NFT_META_OIFNAME),
+        Dir::In => (16, NFT_META_IIFNAME),
+    };
     let mut payload = Attrs::default();
     payload
         .be32(1, NFT_REG_1) // NFTA_PAYLOAD_DREG
         .be32(2, NFT_PAYLOAD_NETWORK_HEADER) // NFTA_PAYLOAD_BASE
-        .be32(3, 12) // NFTA_PAYLOAD_OFFSET: the IPv4 source address
+        .be32(3, offset) // NFTA_PAYLOAD_OFFSET: source or destination address
         .be32(4, 4); // NFTA_PAYLOAD_LEN
     let mut bitwise = Attrs::default();
     bitwise
@@ -147,13 +175,13 @@ fn masquerade_exprs(transfer: &IpNet, uplink: &str) -> Attrs {
         .nested(3, &data_value(&net.octets())); // NFTA_CMP_DATA
     let mut meta = Attrs::default();
     meta.be32(1, NFT_REG_1) // NFTA_META_DREG
-        .be32(2, NFT_META_OIFNAME); // NFTA_META_KEY
+        .be32(2, meta_key); // NFTA_META_KEY
     let mut ifname = [0u8; IFNAMSIZ];
-    ifname[..uplink.len()].copy_from_slice(uplink.as_bytes());
+    ifname[..dev.len()].copy_from_slice(dev.as_bytes());
     let mut cmp_if = Attrs::default();
     cmp_if
         .be32(1, NFT_REG_1)
-        .be32(2, NFT_CMP_EQ)
+        .be32(2, dev_op)
         .nested(3, &data_value(&ifname));
     let mut list = Attrs::default();
     for e in [
@@ -162,11 +190,34 @@ fn masquerade_exprs(transfer: &IpNet, uplink: &str) -> Attrs {
         expr("cmp", cmp_net),
         expr("meta", meta),
         expr("cmp", cmp_if),
-        expr("masq", Attrs::default()),
     ] {
         list.nested(NFTA_LIST_ELEM, &e);
     }
+    list.nested(NFTA_LIST_ELEM, &verdict);
     list
+}
+
+/// `ip saddr <net> oifname <uplink> masquerade`
+fn masquerade_exprs(transfer: &IpNet, uplink: &str) -> Attrs {
+    rule_exprs(
+        transfer,
+        Dir::Out,
+        uplink,
+        NFT_CMP_EQ,
+        expr("masq", Attrs::default()),
+    )
+}
+
+/// `drop` as an immediate verdict expression.
+fn drop_verdict() -> Attrs {
+    let mut code = Attrs::default();
+    code.be32(NFTA_VERDICT_CODE, NF_DROP);
+    let mut data = Attrs::default();
+    data.nested(NFTA_DATA_VERDICT, &code);
+    let mut imm = Attrs::default();
+    imm.be32(1, NFT_REG_VERDICT) // NFTA_IMMEDIATE_DREG
+        .nested(2, &data); // NFTA_IMMEDIATE_DATA
+    expr("immediate", imm)
 }
 
 /// A batch of nf_tables messages, applied by the kernel as one transaction.
@@ -240,23 +291,58 @@ fn masquerade_batch(table: &str, transfer: &IpNet, uplink: &str) -> (Vec<u8>, us
     b.msg(NFT_MSG_NEWTABLE, NLM_F_CREATE, &table_attrs(table));
     b.msg(NFT_MSG_DELTABLE, 0, &table_attrs(table));
     b.msg(NFT_MSG_NEWTABLE, NLM_F_CREATE, &table_attrs(table));
-    let mut hook = Attrs::default();
-    hook.be32(NFTA_HOOK_HOOKNUM, NF_INET_POST_ROUTING)
-        .be32(NFTA_HOOK_PRIORITY, NF_IP_PRI_NAT_SRC as u32);
+    b.msg(
+        NFT_MSG_NEWCHAIN,
+        NLM_F_CREATE,
+        &base_chain(
+            table,
+            NAT_CHAIN,
+            "nat",
+            NF_INET_POST_ROUTING,
+            NF_IP_PRI_NAT_SRC,
+        ),
+    );
+    add_rule(&mut b, table, NAT_CHAIN, masquerade_exprs(transfer, uplink));
+    // Forwarding is global: without these, another routed namespace (or anything
+    // the host routes) could reach this one through the host, and it them.
+    b.msg(
+        NFT_MSG_NEWCHAIN,
+        NLM_F_CREATE,
+        &base_chain(
+            table,
+            FILTER_CHAIN,
+            "filter",
+            NF_INET_FORWARD,
+            NF_IP_PRI_FILTER,
+        ),
+    );
+    for dir in [Dir::Out, Dir::In] {
+        let e = rule_exprs(transfer, dir, uplink, NFT_CMP_NEQ, drop_verdict());
+        add_rule(&mut b, table, FILTER_CHAIN, e);
+    }
+    b.finish()
+}
+
+fn base_chain(table: &str, name: &str, kind: &str, hook: u32, priority: i32) -> Attrs {
+    let mut h = Attrs::default();
+    h.be32(NFTA_HOOK_HOOKNUM, hook)
+        .be32(NFTA_HOOK_PRIORITY, priority as u32);
     let mut chain = Attrs::default();
     chain
         .str(NFTA_CHAIN_TABLE, table)
-        .str(NFTA_CHAIN_NAME, CHAIN)
-        .nested(NFTA_CHAIN_HOOK, &hook)
+        .str(NFTA_CHAIN_NAME, name)
+        .nested(NFTA_CHAIN_HOOK, &h)
         .be32(NFTA_CHAIN_POLICY, NF_ACCEPT)
-        .str(NFTA_CHAIN_TYPE, "nat");
-    b.msg(NFT_MSG_NEWCHAIN, NLM_F_CREATE, &chain);
+        .str(NFTA_CHAIN_TYPE, kind);
+    chain
+}
+
+fn add_rule(b: &mut Batch, table: &str, chain: &str, exprs: Attrs) {
     let mut rule = Attrs::default();
     rule.str(NFTA_RULE_TABLE, table)
-        .str(NFTA_RULE_CHAIN, CHAIN)
-        .nested(NFTA_RULE_EXPRESSIONS, &masquerade_exprs(transfer, uplink));
-    b.msg(NFT_MSG_NEWRULE, NLM_F_CREATE | 0x800, &rule); // NLM_F_APPEND
-    b.finish()
+        .str(NFTA_RULE_CHAIN, chain)
+        .nested(NFTA_RULE_EXPRESSIONS, &exprs);
+    b.msg(NFT_MSG_NEWRULE, NLM_F_CREATE | NLM_F_APPEND, &rule);
 }
 
 fn delete_batch(table: &str) -> (Vec<u8>, usize) {
@@ -378,14 +464,18 @@ mod tests {
                 t(NFT_MSG_NEWTABLE),
                 t(NFT_MSG_NEWCHAIN),
                 t(NFT_MSG_NEWRULE),
+                t(NFT_MSG_NEWCHAIN),
+                t(NFT_MSG_NEWRULE),
+                t(NFT_MSG_NEWRULE),
                 NFNL_MSG_BATCH_END
             ]
         );
-        assert_eq!(acked, 5);
+        assert_eq!(acked, 8);
         let has = |needle: &[u8]| buf.windows(needle.len()).any(|w| w == needle);
         assert!(has(&[100, 64, 77, 0]) && has(&[255, 255, 255, 252]));
         assert!(has(b"wlan0\0\0\0\0\0\0\0\0\0\0\0"));
         assert!(has(b"masq\0") && has(b"nat\0") && has(b"vpn_ns_work\0"));
+        assert!(has(b"immediate\0") && has(b"forward\0") && has(b"filter\0"));
     }
 
     #[test]
