@@ -43,6 +43,20 @@ pub enum Command {
     /// Entry points for VPN clients' scripts (OpenVPN --up/--down)
     #[command(subcommand)]
     Hook(HookCommand),
+    /// What is up: namespace, device, addresses, routes, DNS, processes inside, traffic
+    Status {
+        /// Only this connection (default: every connection with a state record)
+        #[arg(value_name = "CONN")]
+        conn: Option<String>,
+    },
+    /// Configured connections and recorded ones, up or down, one line each
+    List,
+    /// Prove a live namespace is sealed (exit 1 naming the failed checks)
+    Verify {
+        /// Connection name
+        #[arg(value_name = "CONN")]
+        conn: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]

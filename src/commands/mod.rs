@@ -1,6 +1,9 @@
 //! One module per subcommand; this module resolves what they share.
 
 mod hook;
+mod status;
+mod status_view;
+mod verify;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -16,6 +19,9 @@ pub struct UsageError(pub String);
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match &cli.command {
         Command::Hook(HookCommand::Openvpn { conn, .. }) => hook::openvpn(&cli.global, conn),
+        Command::Status { conn } => status::status(&cli.global, conn.as_deref()),
+        Command::List => status::list(&cli.global),
+        Command::Verify { conn } => verify::verify(&cli.global, conn),
     }
 }
 
