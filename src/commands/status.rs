@@ -116,11 +116,11 @@ pub struct NsView {
 /// Reads a namespace (`None`: the caller's) over one netlink connection.
 pub async fn read_ns(ns: Option<&File>) -> Result<NsView, NetlinkError> {
     let nl = Netlink::connect(ns)?;
-    let (links, addresses, routes) = futures::try_join!(nl.links(), nl.addresses(), nl.routes())?;
+    // One after the other: the kernel runs one dump per socket at a time (EBUSY).
     Ok(NsView {
-        links,
-        addresses,
-        routes,
+        links: nl.links().await?,
+        addresses: nl.addresses().await?,
+        routes: nl.routes().await?,
     })
 }
 
