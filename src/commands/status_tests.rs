@@ -103,7 +103,7 @@ fn proc_fields() {
     let status = "Name:\tsleep\nUid:\t1000\t0\t0\t0\nGid:\t0\t0\t0\t0\n";
     assert_eq!(effective_uid(status), Some(0));
     assert_eq!(effective_uid("Name: x\n"), None);
-    assert_eq!(command_line(b"sleep\0100\0").as_deref(), Some("sleep 100"));
+    assert_eq!(command_line(b"sleep\x00100\x00").as_deref(), Some("sleep 100"));
     assert_eq!(command_line(b""), None);
 }
 
