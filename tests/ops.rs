@@ -294,6 +294,25 @@ fn status_and_list_match_the_live_system() {
         "{human}"
     );
 
+    // Two namespaces at once (the one-pass /proc scan): the stale one keeps its
+    // process, the second connection is up with none.
+    let (_home, home_tun) = connect(&sb, "home");
+    let v = json(&vpn_ns_ok(&sb, &["--json", "status"]));
+    let cs = v["connections"].as_array().expect("connections");
+    let names: Vec<&str> = cs.iter().map(|c| c["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["home", "work"], "{v:#}");
+    assert_eq!(cs[0]["state"], "up");
+    assert_eq!(cs[0]["device"], home_tun.as_str());
+    assert_eq!(cs[0]["processes"], serde_json::json!([]));
+    assert_eq!(cs[1]["state"], "stale");
+    let got: BTreeSet<u64> = cs[1]["processes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["pid"].as_u64().unwrap())
+        .collect();
+    assert_eq!(got, pids_inside, "{v:#}");
+
     // An unknown connection is a usage/config error.
     let out = vpn_ns(&sb, &["status", "nosuch"]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));

@@ -1,6 +1,7 @@
 //! One module per subcommand; this module resolves what they share.
 
 mod hook;
+mod probe;
 mod status;
 mod status_view;
 mod verify;

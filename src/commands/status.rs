@@ -2,23 +2,22 @@
 //! configuration and with what the kernel says now. The JSON schema is documented in
 //! docs/status-json.md; field names there are a stable interface.
 //!
-//! Cost matters (hundreds of connections): one netlink connection per namespace, the
-//! namespaces read concurrently, and at most one scan of /proc for all of them.
+//! Cost matters (hundreds of connections): see `probe` for how the namespaces are read;
+//! /proc is scanned at most once for all of them.
 
 use std::collections::HashMap;
-use std::fs::{self, File};
+use std::fs;
 use std::net::IpAddr;
-use std::os::unix::fs::MetadataExt;
 use std::process::ExitCode;
 
 use serde::Serialize;
 
+use super::probe::{self, NsKey, NsView, ProcReader, Target};
 use super::status_view::{render_list, render_status};
 use crate::cli::GlobalArgs;
-use crate::commands::{UsageError, config_dir, runtime};
+use crate::commands::{UsageError, config_dir};
 use crate::config::{self, ConfigError, Connection, ConnectionType};
 use crate::dns;
-use crate::netlink::{AddrInfo, Link, Netlink, NetlinkError, RouteInfo};
 use crate::netns;
 use crate::spec::NetnsName;
 use crate::state::{self, State};
@@ -103,25 +102,6 @@ pub struct ProcOut {
     pub pid: u32,
     pub user: String,
     pub command: String,
-}
-
-/// Links, addresses and main-table routes of one namespace.
-#[derive(Debug, Default)]
-pub struct NsView {
-    pub links: Vec<Link>,
-    pub addresses: Vec<AddrInfo>,
-    pub routes: Vec<RouteInfo>,
-}
-
-/// Reads a namespace (`None`: the caller's) over one netlink connection.
-pub async fn read_ns(ns: Option<&File>) -> Result<NsView, NetlinkError> {
-    let nl = Netlink::connect(ns)?;
-    // One after the other: the kernel runs one dump per socket at a time (EBUSY).
-    Ok(NsView {
-        links: nl.links().await?,
-        addresses: nl.addresses().await?,
-        routes: nl.routes().await?,
-    })
 }
 
 /// One connection to report: its file (if any) and its state record (if any).
@@ -225,149 +205,46 @@ fn warn_config(e: &ConfigError) {
     }
 }
 
-/// What `gather` needs to know about one entry's namespace before reading it.
-enum Target {
-    /// Nothing live to read (no record).
-    None,
-    /// `netns-isolate = false`: the device lives in the host namespace.
-    Host,
-    Netns(File),
-}
-
 fn gather(entries: Vec<Entry>) -> anyhow::Result<Report> {
     let targets: Vec<Target> = entries
         .iter()
         .map(|e| match &e.state {
             None => Target::None,
             Some(s) if !s.isolated => Target::Host,
-            Some(s) => netns::open(&s.netns).map_or(Target::None, Target::Netns),
+            Some(s) => Target::Netns(s.netns.clone()),
         })
         .collect();
-    let rt = runtime()?;
-    let views: Vec<Option<NsView>> = rt.block_on(async {
-        let reads = targets.iter().zip(&entries).map(|(t, e)| async move {
-            let ns = match t {
-                Target::None => return None,
-                Target::Host => None,
-                Target::Netns(f) => Some(f),
-            };
-            read_ns(ns)
-                .await
-                .map_err(|err| tracing::warn!("{}: cannot read its namespace: {err}", e.name))
-                .ok()
-        });
-        futures::future::join_all(reads).await
-    });
-    let ns_files: Vec<&File> = targets
-        .iter()
-        .filter_map(|t| match t {
-            Target::Netns(f) => Some(f),
-            _ => None,
-        })
-        .collect();
-    let pids = match ns_files.as_slice() {
-        [] => HashMap::new(),
-        // A single namespace: the plain scan for it is the same one pass over /proc.
-        [one] => ns_key(one)
-            .map(|k| HashMap::from([(k, netns::pids_in(one))]))
+    let names: Vec<&str> = entries.iter().map(|e| e.name.as_str()).collect();
+    let probes = probe::read_all(&targets, &names)?;
+    let keys: Vec<NsKey> = probes.iter().filter_map(|p| p.0).collect();
+    let pids = match (keys.as_slice(), single_netns(&targets)) {
+        ([], _) => HashMap::new(),
+        // A single namespace: its own scan is the same one pass over /proc.
+        ([key], Some(ns)) => netns::open(ns)
+            .map(|f| HashMap::from([(*key, netns::pids_in(&f))]))
             .unwrap_or_default(),
-        _ => pids_by_netns(),
+        _ => probe::pids_by_netns(),
     };
     let mut procs = ProcReader::default();
     let connections = entries
         .into_iter()
-        .zip(targets)
-        .zip(views)
-        .map(|((e, t), v)| {
-            let ns_pids = match &t {
-                Target::Netns(f) => ns_key(f).and_then(|k| pids.get(&k)).cloned(),
-                _ => None,
-            }
-            .unwrap_or_default();
+        .zip(probes)
+        .map(|(e, (key, view))| {
+            let ns_pids = key.and_then(|k| pids.get(&k)).cloned().unwrap_or_default();
             let processes = ns_pids.iter().filter_map(|p| procs.read(*p)).collect();
-            build(e, v.as_ref(), processes)
+            build(e, view.as_ref(), processes)
         })
         .collect();
     Ok(Report { connections })
 }
 
-/// (device, inode) of a namespace file: the identity /proc/PID/ns/net also reports.
-fn ns_key(f: &File) -> Option<(u64, u64)> {
-    f.metadata().ok().map(|m| (m.dev(), m.ino()))
-}
-
-/// Every process grouped by network namespace, in one pass over /proc.
-fn pids_by_netns() -> HashMap<(u64, u64), Vec<u32>> {
-    let mut map: HashMap<(u64, u64), Vec<u32>> = HashMap::new();
-    let Ok(rd) = fs::read_dir("/proc") else {
-        return map;
-    };
-    for e in rd.flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
-            continue;
-        };
-        if let Ok(m) = fs::metadata(format!("/proc/{pid}/ns/net")) {
-            map.entry((m.dev(), m.ino())).or_default().push(pid);
-        }
-    }
-    for v in map.values_mut() {
-        v.sort_unstable();
-    }
-    map
-}
-
-/// Reads /proc/PID details, caching user names (an NSS lookup each otherwise).
-#[derive(Default)]
-struct ProcReader {
-    users: HashMap<u32, String>,
-}
-
-impl ProcReader {
-    fn read(&mut self, pid: u32) -> Option<ProcOut> {
-        let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-        let uid = effective_uid(&status)?;
-        let user = self
-            .users
-            .entry(uid)
-            .or_insert_with(|| {
-                nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
-                    .ok()
-                    .flatten()
-                    .map_or_else(|| uid.to_string(), |u| u.name)
-            })
-            .clone();
-        let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-        let command = match command_line(&cmdline) {
-            Some(c) => c,
-            None => {
-                let comm = fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-                format!("[{}]", comm.trim_end())
-            }
-        };
-        Some(ProcOut { pid, user, command })
-    }
-}
-
-/// The effective uid from /proc/PID/status (`Uid: real effective saved fs`), as ps shows.
-pub fn effective_uid(status: &str) -> Option<u32> {
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("Uid:"))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
-}
-
-/// /proc/PID/cmdline (NUL-separated) as one line; `None` when empty (zombies, kernel
-/// threads).
-pub fn command_line(raw: &[u8]) -> Option<String> {
-    let args: Vec<String> = raw
-        .split(|b| *b == 0)
-        .filter(|a| !a.is_empty())
-        .map(|a| String::from_utf8_lossy(a).into_owned())
-        .collect();
-    (!args.is_empty()).then(|| args.join(" "))
+fn single_netns(targets: &[Target]) -> Option<&NetnsName> {
+    let mut it = targets.iter().filter_map(|t| match t {
+        Target::Netns(n) => Some(n),
+        _ => None,
+    });
+    let first = it.next()?;
+    it.next().is_none().then_some(first)
 }
 
 /// Facts from the live system that decide the state.
@@ -409,10 +286,6 @@ pub fn classify(state: Option<&State>, live: Liveness) -> (StateKind, Option<Str
     }
 }
 
-fn pid_alive(pid: u32) -> bool {
-    fs::metadata(format!("/proc/{pid}")).is_ok()
-}
-
 fn build(e: Entry, view: Option<&NsView>, processes: Vec<ProcOut>) -> ConnStatus {
     let s = e.state.as_ref();
     let isolated = s
@@ -439,7 +312,7 @@ fn build(e: Entry, view: Option<&NsView>, processes: Vec<ProcOut>) -> ConnStatus
         s,
         Liveness {
             netns_exists,
-            vpn_alive: vpn_pid.map(pid_alive),
+            vpn_alive: vpn_pid.map(probe::pid_alive),
             device_present: link.is_some(),
         },
     );

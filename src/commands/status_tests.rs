@@ -1,4 +1,5 @@
 use super::*;
+use crate::commands::probe::{command_line, effective_uid};
 use crate::commands::status_view::{ago, bytes, render_list, render_status};
 use crate::state::Origin;
 
@@ -103,7 +104,10 @@ fn proc_fields() {
     let status = "Name:\tsleep\nUid:\t1000\t0\t0\t0\nGid:\t0\t0\t0\t0\n";
     assert_eq!(effective_uid(status), Some(0));
     assert_eq!(effective_uid("Name: x\n"), None);
-    assert_eq!(command_line(b"sleep\x00100\x00").as_deref(), Some("sleep 100"));
+    assert_eq!(
+        command_line(b"sleep\x00100\x00").as_deref(),
+        Some("sleep 100")
+    );
     assert_eq!(command_line(b""), None);
 }
 

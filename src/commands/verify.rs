@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use serde::Serialize;
 
-use super::status::read_ns;
+use super::probe::read_ns;
 use crate::cli::GlobalArgs;
 use crate::commands::{UsageError, runtime};
 use crate::dns;
