@@ -60,7 +60,8 @@ pub struct ConnStatus {
     pub netns: Option<String>,
     pub netns_exists: bool,
     pub device: Option<String>,
-    pub device_present: bool,
+    /// `None`: unknown (the namespace could not be read, e.g. without root).
+    pub device_present: Option<bool>,
     pub mtu: Option<u32>,
     pub addresses: Vec<AddrOut>,
     pub routes: Vec<RouteOut>,
@@ -206,11 +207,24 @@ fn warn_config(e: &ConfigError) {
 }
 
 fn gather(entries: Vec<Entry>) -> anyhow::Result<Report> {
+    // Entering a namespace needs CAP_SYS_ADMIN: without root, say so once and report
+    // what can be known without entering (records, namespace files, processes).
+    let can_enter = nix::unistd::geteuid().is_root();
+    if !can_enter
+        && entries
+            .iter()
+            .any(|e| e.state.as_ref().is_some_and(|s| s.isolated))
+    {
+        tracing::warn!(
+            "not root: namespaces are not entered, so devices, addresses, routes and counters are not shown"
+        );
+    }
     let targets: Vec<Target> = entries
         .iter()
         .map(|e| match &e.state {
             None => Target::None,
             Some(s) if !s.isolated => Target::Host,
+            Some(_) if !can_enter => Target::None,
             Some(s) => Target::Netns(s.netns.clone()),
         })
         .collect();
@@ -253,7 +267,8 @@ pub struct Liveness {
     pub netns_exists: bool,
     /// `None`: no pid recorded.
     pub vpn_alive: Option<bool>,
-    pub device_present: bool,
+    /// `None`: unknown.
+    pub device_present: Option<bool>,
 }
 
 /// up / down / kept / stale, with the reason for stale.
@@ -271,7 +286,7 @@ pub fn classify(state: Option<&State>, live: Liveness) -> (StateKind, Option<Str
             "the VPN process (pid {}) is gone without running its down hook",
             s.vpn_pid.unwrap_or(0)
         ))
-    } else if !live.device_present {
+    } else if live.device_present == Some(false) {
         let dev = s.device.as_deref().unwrap_or("(none recorded)");
         Some(match s.isolated {
             true => format!("device {dev} is no longer in namespace {}", s.netns),
@@ -307,13 +322,14 @@ fn build(e: Entry, view: Option<&NsView>, processes: Vec<ProcOut>) -> ConnStatus
             .as_deref()
             .and_then(|d| v.links.iter().find(|l| l.name == d))
     });
+    let device_present = view.map(|_| link.is_some());
     let vpn_pid = s.and_then(|s| s.vpn_pid);
     let (kind, stale_reason) = classify(
         s,
         Liveness {
             netns_exists,
             vpn_alive: vpn_pid.map(probe::pid_alive),
-            device_present: link.is_some(),
+            device_present,
         },
     );
     let names: HashMap<u32, &str> = view
@@ -357,7 +373,7 @@ fn build(e: Entry, view: Option<&NsView>, processes: Vec<ProcOut>) -> ConnStatus
         netns: netns_name.map(String::from),
         netns_exists,
         device,
-        device_present: link.is_some(),
+        device_present,
         mtu: link.and_then(|l| l.mtu),
         addresses,
         routes,

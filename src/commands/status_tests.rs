@@ -24,7 +24,7 @@ fn state(up: bool) -> State {
 const ALIVE: Liveness = Liveness {
     netns_exists: true,
     vpn_alive: Some(true),
-    device_present: true,
+    device_present: Some(true),
 };
 
 #[test]
@@ -36,11 +36,17 @@ fn classify_up_down_kept() {
         ..ALIVE
     };
     assert_eq!(classify(Some(&state(true)), no_pid).0, StateKind::Up);
+    // Not root: the namespace was not entered, so a missing device is not a verdict.
+    let unknown = Liveness {
+        device_present: None,
+        ..ALIVE
+    };
+    assert_eq!(classify(Some(&state(true)), unknown).0, StateKind::Up);
     // Kept: the persistent namespace stays while the VPN is down, whatever else.
     let gone = Liveness {
         netns_exists: true,
         vpn_alive: Some(false),
-        device_present: false,
+        device_present: Some(false),
     };
     assert_eq!(classify(Some(&state(false)), gone), (StateKind::Kept, None));
 }
@@ -64,7 +70,7 @@ fn classify_stale_names_the_reason() {
         ),
         (
             Liveness {
-                device_present: false,
+                device_present: Some(false),
                 ..ALIVE
             },
             "device tun0 is no longer in namespace work",
@@ -130,7 +136,7 @@ fn conn(name: &str, st: StateKind) -> ConnStatus {
         netns: Some(name.into()),
         netns_exists: st != StateKind::Down,
         device: (st != StateKind::Down).then(|| "tun0".into()),
-        device_present: st == StateKind::Up,
+        device_present: Some(st == StateKind::Up),
         mtu: Some(1500),
         addresses: vec![AddrOut {
             local: "100.64.0.2/24".into(),

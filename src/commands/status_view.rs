@@ -40,7 +40,11 @@ fn block(c: &ConnStatus, now: u64) -> String {
     );
     if let Some(d) = &c.device {
         let mtu = c.mtu.map(|m| format!(", mtu {m}")).unwrap_or_default();
-        let gone = if c.device_present { "" } else { " (missing)" };
+        let gone = match c.device_present {
+            Some(true) => "",
+            Some(false) => " (missing)",
+            None => " (not checked)",
+        };
         row("device", format!("{d}{mtu}{gone}"));
     }
     row(
@@ -124,7 +128,7 @@ pub fn render_list(r: &Report, now: u64) -> String {
                 },
                 c.device
                     .clone()
-                    .filter(|_| c.device_present)
+                    .filter(|_| c.device_present != Some(false))
                     .unwrap_or_else(|| "-".to_owned()),
                 c.addresses
                     .first()
