@@ -39,6 +39,8 @@ pub enum Target {
     /// `netns-isolate = false`: the host namespace.
     Host,
     Netns(NetnsName),
+    /// A namespace that cannot be entered (not root): only its identity is read.
+    Identity(NetnsName),
 }
 
 /// (device, inode) of a namespace: the identity /proc/PID/ns/net also reports.
@@ -116,6 +118,7 @@ pub fn read_all(targets: &[Target], conns: &[&str]) -> anyhow::Result<Vec<Probe>
             .zip(&present)
             .map(|((t, conn), here)| match (t, here) {
                 (Target::None, _) | (Target::Netns(_), None) => (None, Source::Skip, *conn),
+                (Target::Identity(n), _) => (identity(n), Source::Skip, *conn),
                 (Target::Host, _) => (None, Source::Host, *conn),
                 (Target::Netns(_), Some(_)) => match sockets.next() {
                     Some(Ok((key, fd))) => (Some(key), Source::Socket(fd), *conn),
@@ -152,6 +155,14 @@ pub fn read_all(targets: &[Target], conns: &[&str]) -> anyhow::Result<Vec<Probe>
         out.extend(probes);
     }
     Ok(out)
+}
+
+/// A namespace's identity from its name, without entering it.
+fn identity(n: &NetnsName) -> Option<NsKey> {
+    fs::metadata(netns::path(n))
+        .ok()
+        .filter(|_| netns::exists(n))
+        .map(|m| (m.dev(), m.ino()))
 }
 
 /// Every process grouped by network namespace, in one pass over /proc.

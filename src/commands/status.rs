@@ -224,7 +224,7 @@ fn gather(entries: Vec<Entry>) -> anyhow::Result<Report> {
         .map(|e| match &e.state {
             None => Target::None,
             Some(s) if !s.isolated => Target::Host,
-            Some(_) if !can_enter => Target::None,
+            Some(s) if !can_enter => Target::Identity(s.netns.clone()),
             Some(s) => Target::Netns(s.netns.clone()),
         })
         .collect();
@@ -254,7 +254,7 @@ fn gather(entries: Vec<Entry>) -> anyhow::Result<Report> {
 
 fn single_netns(targets: &[Target]) -> Option<&NetnsName> {
     let mut it = targets.iter().filter_map(|t| match t {
-        Target::Netns(n) => Some(n),
+        Target::Netns(n) | Target::Identity(n) => Some(n),
         _ => None,
     });
     let first = it.next()?;
