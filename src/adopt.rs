@@ -56,7 +56,7 @@ pub fn select_addresses(addrs: &[AddrInfo], index: u32) -> Vec<Address> {
         .iter()
         .filter(|a| a.index == index && !is_link_local(a.local.addr()))
         .map(|a| Address {
-            local: a.local.clone(),
+            local: a.local,
             peer: a.peer,
         })
         .collect()
@@ -227,10 +227,7 @@ mod tests {
         let got: Vec<String> = routes.iter().map(crate::netlink::describe_route).collect();
         assert_eq!(
             got,
-            vec![
-                "203.0.113.0/24 via 100.64.0.1",
-                "fd00:203::/64 metric 1024"
-            ]
+            vec!["203.0.113.0/24 via 100.64.0.1", "fd00:203::/64 metric 1024"]
         );
     }
 

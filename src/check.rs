@@ -27,9 +27,7 @@ pub fn parse_openvpn_version(out: &str) -> Option<(u32, u32, u32)> {
 /// `version_output`: stdout of `openvpn --version`, or `None` when it could not run.
 pub fn openvpn_problem(version_output: Option<&str>) -> Option<String> {
     let Some(out) = version_output else {
-        return Some(
-            "openvpn is not installed (or not in PATH): `apt install openvpn`".to_owned(),
-        );
+        return Some("openvpn is not installed (or not in PATH): `apt install openvpn`".to_owned());
     };
     match parse_openvpn_version(out) {
         None => Some(format!(
@@ -116,12 +114,13 @@ pub fn openvpn_config_problems(path: &Path, directives: &[Directive], native: bo
         v.extend(
             conf::missing_hook_lines(directives)
                 .into_iter()
-                .map(|(line, why)| {
-                    format!("{}: missing `{line}` ({why}); add it", path.display())
-                }),
+                .map(|(line, why)| format!("{}: missing `{line}` ({why}); add it", path.display())),
         );
     }
-    if !directives.iter().any(|d| d.name == "client" || d.name == "remote") {
+    if !directives
+        .iter()
+        .any(|d| d.name == "client" || d.name == "remote")
+    {
         v.push(format!(
             "{}: no `client` or `remote` line: this does not look like an OpenVPN client config",
             path.display()
@@ -183,7 +182,11 @@ mod tests {
                 .contains("chmod go-w")
         );
         assert!(permission_problem(p, 0, 0o100646).is_some());
-        assert!(permission_problem(p, 1000, 0o100644).unwrap().contains("chown"));
+        assert!(
+            permission_problem(p, 1000, 0o100644)
+                .unwrap()
+                .contains("chown")
+        );
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::process::{Command, ExitCode, Stdio};
 use crate::check;
 use crate::cli::GlobalArgs;
 use crate::commands::config_dir;
-use crate::config::{self, Connection, ConnectionType, WireGuardSection};
+use crate::config::{self, Connection, ConnectionType};
 use crate::openvpn::conf;
 
 struct Finding {
@@ -135,7 +135,7 @@ fn connection_problems(c: &Connection) -> Vec<String> {
             }
         }
         ConnectionType::WireGuard => {
-            let section = c.wireguard.clone().unwrap_or_else(WireGuardSection::default);
+            let section = c.wireguard.clone().unwrap_or_default();
             v.extend(check::wireguard_problem(
                 section.backend,
                 wireguard_module(),
@@ -186,13 +186,11 @@ fn wireguard_module() -> bool {
 }
 
 fn in_path(prog: &str) -> bool {
-    let executable = |p: &Path| {
-        std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.mode() & 0o111 != 0)
-    };
+    let executable =
+        |p: &Path| std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.mode() & 0o111 != 0);
     if prog.contains('/') {
         return executable(Path::new(prog));
     }
-    std::env::var_os("PATH").is_some_and(|path| {
-        std::env::split_paths(&path).any(|d| executable(&d.join(prog)))
-    })
+    std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|d| executable(&d.join(prog))))
 }

@@ -1,6 +1,10 @@
 //! One module per subcommand; this module resolves what they share.
 
+mod adopt;
+mod check;
+mod down;
 mod hook;
+mod up;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -16,6 +20,10 @@ pub struct UsageError(pub String);
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match &cli.command {
         Command::Hook(HookCommand::Openvpn { conn, .. }) => hook::openvpn(&cli.global, conn),
+        Command::Up { conn, foreground } => up::run(&cli.global, conn, *foreground),
+        Command::Down { conn, purge, kill } => down::run(&cli.global, conn, *purge, *kill),
+        Command::Check { conn } => check::run(&cli.global, conn.as_deref()),
+        Command::Adopt { conn, device } => adopt::run(&cli.global, conn, device),
     }
 }
 

@@ -319,10 +319,17 @@ fn run_foreground(conn: &Connection, mut cmd: Command) -> anyhow::Result<ExitCod
         .context("cannot start openvpn (is it installed? `apt install openvpn`)")?;
     let pid = child.id();
     CHILD.store(pid as i32, Ordering::SeqCst);
-    tracing::info!("{}: openvpn running in the foreground, pid {pid}", conn.name);
+    tracing::info!(
+        "{}: openvpn running in the foreground, pid {pid}",
+        conn.name
+    );
     let status = child.wait().context("cannot wait for openvpn")?;
     cleanup(conn, pid)?;
-    tracing::info!("{}: openvpn exited ({})", conn.name, describe_status(status));
+    tracing::info!(
+        "{}: openvpn exited ({})",
+        conn.name,
+        describe_status(status)
+    );
     let code = match (status.code(), status.signal()) {
         (Some(c), _) => c,
         (None, Some(sig)) => 128 + sig,
