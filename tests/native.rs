@@ -4,7 +4,7 @@
 //! sandbox (network + mount namespace) against a real OpenVPN server; needs root and
 //! /dev/net/tun (skipped loudly otherwise; under CI they must run).
 
-mod common;
+use vpn_ns_testkit as common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -16,11 +16,6 @@ use common::*;
 /// Bound for `vpn-ns up` (TLS handshake + hook) on a loaded machine; it is also the
 /// connections' netns-timeout.
 const UP_TIMEOUT_MS: u64 = 30_000;
-const SETTLE: Duration = Duration::from_secs(5);
-
-fn expect_ok<T>(r: Result<T, String>) -> T {
-    r.unwrap_or_else(|e| panic!("{e}"))
-}
 
 fn out(o: &Output) -> String {
     format!(
@@ -126,8 +121,7 @@ fn state_json(sb: &Sandbox, conn: &str) -> Option<serde_json::Value> {
 
 fn alive(pid: u64) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
-        && std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .is_ok_and(|s| !s.contains(") Z "))
+        && std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.contains(") Z "))
 }
 
 #[test]
@@ -154,7 +148,10 @@ fn up_and_down_of_a_real_openvpn_connection() {
     );
     let tun = st["device"].as_str().unwrap().to_owned();
     assert_eq!(sb.links_in(Some("work")), vec!["lo".to_owned(), tun]);
-    assert!(!sb.has_tun(None), "a tun device is left in the host namespace");
+    assert!(
+        !sb.has_tun(None),
+        "a tun device is left in the host namespace"
+    );
     assert_service_in(&sb, Some("work"));
     assert_no_service_route(&sb, None);
     let log = sb
@@ -164,7 +161,10 @@ fn up_and_down_of_a_real_openvpn_connection() {
 
     // A second up is a no-op, not a second OpenVPN.
     vpn_ns_ok(&sb, &["up", "work"]);
-    assert_eq!(processes_with(&config.display().to_string()), vec![pid as u32]);
+    assert_eq!(
+        processes_with(&config.display().to_string()),
+        vec![pid as u32]
+    );
 
     let o = vpn_ns_ok(&sb, &["down", "work"]);
     assert!(!alive(pid), "OpenVPN still runs after down:\n{}", out(&o));
@@ -188,7 +188,12 @@ fn up_refuses_a_conflicting_directive_naming_the_line() {
         return;
     }
     let sb = Sandbox::new("native-conflict");
-    let config = client_config(&sb, "work", SERVER_ADDR, &["up /etc/openvpn/update-resolv-conf"]);
+    let config = client_config(
+        &sb,
+        "work",
+        SERVER_ADDR,
+        &["up /etc/openvpn/update-resolv-conf"],
+    );
     let line = std::fs::read_to_string(&config).unwrap().lines().count();
     openvpn_conn(&sb, "work", &config, "");
     let o = vpn_ns(&sb, &["up", "work"]);
@@ -286,7 +291,9 @@ fn purge_refuses_while_processes_run_inside_unless_kill() {
     });
     expect_ok(wait_until(SETTLE, || {
         let o = expect_ok(sb.ip(None, &["netns", "pids", "work"]));
-        (!o.trim().is_empty()).then_some(()).ok_or("no pid yet".into())
+        (!o.trim().is_empty())
+            .then_some(())
+            .ok_or("no pid yet".into())
     }));
 
     let o = vpn_ns(&sb, &["down", "work", "--purge"]);
@@ -301,7 +308,11 @@ fn purge_refuses_while_processes_run_inside_unless_kill() {
     assert_service_in(&sb, Some("work"));
 
     vpn_ns_ok(&sb, &["down", "work"]);
-    assert_eq!(sb.netns_list(), vec!["srv", "work"], "persistent namespace kept");
+    assert_eq!(
+        sb.netns_list(),
+        vec!["srv", "work"],
+        "persistent namespace kept"
+    );
     assert!(app.is_alive());
     assert_no_service_route(&sb, Some("work"));
     let o = vpn_ns(&sb, &["down", "work", "--purge"]);
@@ -328,7 +339,11 @@ fn foreground_up_forwards_sigterm_and_cleans_up() {
         .arg(sb.config_dir())
         .args(["up", "work", "--foreground"]);
     let mut fg = sb.spawn("foreground", cmd);
-    expect_ok(wait_for_log(&fg.log, CONNECTED, Duration::from_millis(UP_TIMEOUT_MS)));
+    expect_ok(wait_for_log(
+        &fg.log,
+        CONNECTED,
+        Duration::from_millis(UP_TIMEOUT_MS),
+    ));
     assert_service_in(&sb, Some("work"));
     let st = state_json(&sb, "work").expect("state");
     let pid = st["vpn_pid"].as_u64().unwrap();
@@ -382,7 +397,10 @@ fn host_routes(sb: &Sandbox, tun: &str) -> (String, String) {
 }
 
 fn assert_adopted(sb: &Sandbox, conn: &str, tun: &str) {
-    assert_eq!(sb.links_in(Some(conn)), vec!["lo".to_owned(), tun.to_owned()]);
+    assert_eq!(
+        sb.links_in(Some(conn)),
+        vec!["lo".to_owned(), tun.to_owned()]
+    );
     assert!(!sb.has_tun(None));
     assert_service_in(sb, Some(conn));
     assert_no_service_route(sb, None);
@@ -468,7 +486,11 @@ fn networkmanager_dispatcher_adopts_on_vpn_up_and_downs_on_vpn_down() {
     let before = host_routes(&sb, &tun);
 
     // Other actions and connections without a vpn-ns file are left alone.
-    for (id, action) in [("office", "up"), ("office", "pre-down"), ("elsewhere", "vpn-up")] {
+    for (id, action) in [
+        ("office", "up"),
+        ("office", "pre-down"),
+        ("elsewhere", "vpn-up"),
+    ] {
         let o = dispatch(&sb, id, &tun, action);
         assert!(o.status.success(), "{id} {action}: {}", out(&o));
         assert!(sb.has_tun(None), "{id} {action} touched the tunnel");
@@ -493,13 +515,20 @@ fn check_reports_each_problem_on_one_line() {
     let good = dir.join("good.conf");
     std::fs::write(&good, "client\nremote 192.0.2.1 1194\ndev tun\n").unwrap();
     let bad = dir.join("bad.conf");
-    std::fs::write(&bad, "client\nremote 192.0.2.1 1194\n# hooks\nroute-up /bin/true\n").unwrap();
+    std::fs::write(
+        &bad,
+        "client\nremote 192.0.2.1 1194\n# hooks\nroute-up /bin/true\n",
+    )
+    .unwrap();
     let conf = dir.join("conf");
     let conn = |name: &str, cfg: &Path| {
         write_conn(
             &conf,
             name,
-            &format!("type = \"openvpn\"\n[openvpn]\nconfig = \"{}\"\n", cfg.display()),
+            &format!(
+                "type = \"openvpn\"\n[openvpn]\nconfig = \"{}\"\n",
+                cfg.display()
+            ),
         )
     };
     conn("good", &good);
@@ -517,13 +546,20 @@ fn check_reports_each_problem_on_one_line() {
     let o = run(&["good"]);
     if host_ok {
         assert_eq!(o.status.code(), Some(0), "{}", out(&o));
-        assert!(String::from_utf8_lossy(&o.stdout).starts_with("ok:"), "{}", out(&o));
+        assert!(
+            String::from_utf8_lossy(&o.stdout).starts_with("ok:"),
+            "{}",
+            out(&o)
+        );
     }
 
     conn("bad", &bad);
     let writable = write_conn(&conf, "loose", "type = \"device\"\n");
-    std::fs::set_permissions(&writable, std::os::unix::fs::PermissionsExt::from_mode(0o666))
-        .unwrap();
+    std::fs::set_permissions(
+        &writable,
+        std::os::unix::fs::PermissionsExt::from_mode(0o666),
+    )
+    .unwrap();
     write_conn(&conf, "typo", "type = \"openvpm\"\n");
     let o = run(&[]);
     assert_eq!(o.status.code(), Some(2), "{}", out(&o));
@@ -533,7 +569,10 @@ fn check_reports_each_problem_on_one_line() {
             "bad: {} line 4: `route-up` conflicts with vpn-ns",
             bad.display()
         ),
-        format!("loose: {} is writable by group or others", writable.display()),
+        format!(
+            "loose: {} is writable by group or others",
+            writable.display()
+        ),
         "typo: ".to_owned(),
     ];
     for w in &want {
@@ -543,6 +582,10 @@ fn check_reports_each_problem_on_one_line() {
             out(&o)
         );
     }
-    assert!(!stdout.lines().any(|l| l.starts_with("good:")), "{}", out(&o));
+    assert!(
+        !stdout.lines().any(|l| l.starts_with("good:")),
+        "{}",
+        out(&o)
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
