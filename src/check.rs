@@ -112,6 +112,11 @@ pub fn openvpn_config_problems(path: &Path, directives: &[Directive], native: bo
         );
     } else if conf::uses_vpn_ns_hook(directives) {
         v.extend(
+            conf::privilege_conflicts(directives)
+                .iter()
+                .map(|c| conf::conflict_message(path, c)),
+        );
+        v.extend(
             conf::missing_hook_lines(directives)
                 .into_iter()
                 .map(|(line, why)| format!("{}: missing `{line}` ({why}); add it", path.display())),
@@ -205,6 +210,15 @@ mod tests {
         assert_eq!(v.len(), 2, "{v:?}");
         assert!(v[0].contains("missing `route-noexec`"));
         assert!(v[1].contains("missing `disable-dco`"));
+
+        let dropping = conf::parse(
+            "client\nremote x\nscript-security 2\nifconfig-noexec\nroute-noexec\ndisable-dco\nuser nobody\n\
+             up \"vpn-ns hook openvpn work\"\ndown \"vpn-ns hook openvpn work\"\n",
+        )
+        .unwrap();
+        let v = openvpn_config_problems(p, &dropping, false);
+        assert_eq!(v.len(), 1, "{v:?}");
+        assert!(v[0].contains("line 7: `user` conflicts"), "{v:?}");
 
         let plain = conf::parse("client\nremote x\n").unwrap();
         assert!(openvpn_config_problems(p, &plain, false).is_empty());

@@ -289,11 +289,16 @@ fn purge_refuses_while_processes_run_inside_unless_kill() {
         c.arg("600");
         c
     });
+    // Until `ip netns exec` has become `sleep` inside the namespace.
     expect_ok(wait_until(SETTLE, || {
         let o = expect_ok(sb.ip(None, &["netns", "pids", "work"]));
-        (!o.trim().is_empty())
+        o.split_whitespace()
+            .any(|pid| {
+                std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                    .is_ok_and(|c| c.trim() == "sleep")
+            })
             .then_some(())
-            .ok_or("no pid yet".into())
+            .ok_or(format!("no sleep among {o:?} yet"))
     }));
 
     let o = vpn_ns(&sb, &["down", "work", "--purge"]);

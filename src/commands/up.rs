@@ -56,6 +56,8 @@ fn hook_command(g: &GlobalArgs, conn: &str) -> anyhow::Result<String> {
     let exe = std::env::current_exe().context("cannot find the vpn-ns executable")?;
     let mut parts = vec![exe.display().to_string()];
     if let Some(d) = &g.config_dir {
+        // OpenVPN runs the hook from the config's directory (--cd).
+        let d = std::path::absolute(d).unwrap_or_else(|_| d.clone());
         parts.push("--config-dir".into());
         parts.push(d.display().to_string());
     }
@@ -313,8 +315,10 @@ fn run_foreground(conn: &Connection, mut cmd: Command) -> anyhow::Result<ExitCod
         // SAFETY: the handler only reads an atomic and calls kill(2).
         unsafe { sigaction(sig, &action) }.context("cannot install a signal handler")?;
     }
+    // Its own process group: a terminal's Ctrl-C reaches OpenVPN once, through us.
     let mut child = cmd
         .stdin(Stdio::null())
+        .process_group(0)
         .spawn()
         .context("cannot start openvpn (is it installed? `apt install openvpn`)")?;
     let pid = child.id();

@@ -152,6 +152,7 @@ pub fn conflicts(directives: &[Directive]) -> Vec<Conflict> {
                 "dev-type" if d.args.first().is_some_and(|t| t != "tun" && t != "tap") => {
                     "only tun and tap devices can be moved into a namespace"
                 }
+                "user" | "chroot" => PRIVILEGE_REASON,
                 "daemon" => "it starts and watches OpenVPN itself (use --foreground under systemd)",
                 "log" | "log-append" | "syslog" => {
                     "it keeps OpenVPN's output in /run/vpn-ns/<conn>.openvpn.log to report failures"
@@ -164,6 +165,16 @@ pub fn conflicts(directives: &[Directive]) -> Vec<Conflict> {
                 reason,
             })
         })
+        .collect()
+}
+
+const PRIVILEGE_REASON: &str = "OpenVPN would run the --down hook without root or outside the real filesystem, so the namespace could not be removed";
+
+/// Directives that break the vpn-ns hook whoever starts OpenVPN (`user`, `chroot`).
+pub fn privilege_conflicts(directives: &[Directive]) -> Vec<Conflict> {
+    conflicts(directives)
+        .into_iter()
+        .filter(|c| c.reason == PRIVILEGE_REASON)
         .collect()
 }
 
@@ -318,6 +329,15 @@ mod tests {
             msg,
             "/etc/openvpn/work.conf line 2: `up` conflicts with vpn-ns (it installs its own --up hook); remove it"
         );
+    }
+
+    #[test]
+    fn dropping_privileges_breaks_the_down_hook() {
+        let ds = parse("client\nuser nobody\ngroup nogroup\nchroot /var/empty\nup x\n").unwrap();
+        let pc = privilege_conflicts(&ds);
+        let p: Vec<(usize, &str)> = pc.iter().map(|c| (c.line, c.name.as_str())).collect();
+        assert_eq!(p, vec![(2, "user"), (4, "chroot")]);
+        assert_eq!(conflicts(&ds).len(), 3);
     }
 
     #[test]
