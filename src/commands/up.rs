@@ -62,14 +62,16 @@ fn hook_command(g: &GlobalArgs, conn: &str) -> anyhow::Result<String> {
         parts.push(d.display().to_string());
     }
     parts.extend(["hook".into(), "openvpn".into(), conn.to_owned()]);
-    // OpenVPN splits the script command on whitespace and interprets quotes and
-    // backslashes; a path with those cannot be passed through it reliably.
-    if let Some(bad) = parts
-        .iter()
-        .find(|p| p.contains(|c: char| c.is_whitespace() || "\"'\\#;".contains(c)))
-    {
+    script_command(&parts)
+}
+
+/// Joins words into an OpenVPN script command. OpenVPN splits it again on whitespace
+/// and interprets quotes and backslashes, so a word with those cannot pass reliably.
+fn script_command(parts: &[String]) -> anyhow::Result<String> {
+    let resplit = |c: char| c.is_whitespace() || "\"'\\#;".contains(c);
+    if let Some(bad) = parts.iter().find(|p| p.is_empty() || p.contains(resplit)) {
         return Err(UsageError(format!(
-            "cannot pass {bad:?} to OpenVPN as part of its --up command: it contains whitespace, a quote, a backslash, `#` or `;`"
+            "cannot pass {bad:?} to OpenVPN as part of its --up command: it is empty or contains whitespace, a quote, a backslash, `#` or `;`"
         ))
         .into());
     }
@@ -141,7 +143,8 @@ fn openvpn(g: &GlobalArgs, conn: &Connection, foreground: bool) -> anyhow::Resul
     if foreground {
         return run_foreground(conn, cmd);
     }
-    // Creates /run/vpn-ns, and proves no other up/down of this connection is running.
+    // Creates /run/vpn-ns (for the log and the watch), after any up/down of this
+    // connection in progress.
     drop(state::lock(&conn.name)?);
     let log = log_path(&conn.name);
     let log_file = OpenOptions::new()
@@ -340,4 +343,35 @@ fn run_foreground(conn: &Connection, mut cmd: Command) -> anyhow::Result<ExitCod
         _ => 1,
     };
     Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn words(w: &[&str]) -> Vec<String> {
+        w.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn script_command_joins_plain_words() {
+        let c = script_command(&words(&["/usr/bin/vpn-ns", "hook", "openvpn", "work"])).unwrap();
+        assert_eq!(c, "/usr/bin/vpn-ns hook openvpn work");
+    }
+
+    #[test]
+    fn script_command_refuses_words_openvpn_would_resplit() {
+        for bad in [
+            "/opt/my dir/vpn-ns",
+            "a\"b",
+            "it's",
+            "a\\b",
+            "x#y",
+            "x;y",
+            "",
+        ] {
+            let e = script_command(&words(&[bad, "hook"])).unwrap_err();
+            assert!(e.downcast_ref::<UsageError>().is_some(), "{bad:?}: {e}");
+        }
+    }
 }
