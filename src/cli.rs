@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -43,6 +43,22 @@ pub enum Command {
     /// Entry points for VPN clients' scripts (OpenVPN --up/--down)
     #[command(subcommand)]
     Hook(HookCommand),
+    /// Bring a connection up (WireGuard natively)
+    Up {
+        /// Connection name (file <config-dir>/<CONN>.toml)
+        #[arg(value_name = "CONN")]
+        conn: String,
+        /// Stay in the foreground until SIGTERM/SIGINT, then take the connection down
+        /// (for systemd services)
+        #[arg(long)]
+        foreground: bool,
+    },
+    /// Take a connection down; its namespace is removed unless persistent
+    Down {
+        /// Connection name (file <config-dir>/<CONN>.toml)
+        #[arg(value_name = "CONN")]
+        conn: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -62,4 +78,23 @@ pub enum HookCommand {
         )]
         openvpn_args: Vec<String>,
     },
+    /// wg-quick PostUp (`up`) / PreDown (`down`) hook
+    #[command(name = "wg-quick")]
+    WgQuick {
+        /// `up` from PostUp, `down` from PreDown
+        #[arg(value_enum)]
+        action: WgAction,
+        /// Connection name (file <config-dir>/<CONN>.toml)
+        #[arg(value_name = "CONN")]
+        conn: String,
+        /// The WireGuard interface (wg-quick's %i)
+        #[arg(value_name = "IFACE")]
+        iface: String,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum WgAction {
+    Up,
+    Down,
 }

@@ -10,6 +10,7 @@ mod netns;
 mod openvpn;
 mod spec;
 mod state;
+mod wireguard;
 
 use std::process::ExitCode;
 

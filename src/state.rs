@@ -41,6 +41,10 @@ fn io_err(op: &'static str, path: &Path) -> impl FnOnce(io::Error) -> StateError
 #[serde(rename_all = "kebab-case")]
 pub enum Origin {
     OpenvpnHook,
+    /// `vpn-ns up` of a WireGuard connection: vpn-ns created the device.
+    Wireguard,
+    /// wg-quick's PostUp hook: wg-quick owns the device.
+    WgQuickHook,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

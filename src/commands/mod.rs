@@ -1,12 +1,13 @@
 //! One module per subcommand; this module resolves what they share.
 
 mod hook;
+pub mod wg;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use crate::cli::{Cli, Command, GlobalArgs, HookCommand};
-use crate::config;
+use crate::config::{self, ConnectionType};
 
 /// Bad usage that is not a clap parse error (exit code 2).
 #[derive(Debug, thiserror::Error)]
@@ -16,7 +17,26 @@ pub struct UsageError(pub String);
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match &cli.command {
         Command::Hook(HookCommand::Openvpn { conn, .. }) => hook::openvpn(&cli.global, conn),
+        Command::Hook(HookCommand::WgQuick {
+            action,
+            conn,
+            iface,
+        }) => wg::hook(&cli.global, *action, conn, iface),
+        Command::Up { conn, foreground } => match connection_type(&cli.global, conn)? {
+            ConnectionType::WireGuard => wg::up(&cli.global, conn, *foreground),
+            other => Err(UsageError(format!("`up` is not supported yet for type {other}")).into()),
+        },
+        Command::Down { conn } => match connection_type(&cli.global, conn)? {
+            ConnectionType::WireGuard => wg::down(&cli.global, conn),
+            other => {
+                Err(UsageError(format!("`down` is not supported yet for type {other}")).into())
+            }
+        },
     }
+}
+
+fn connection_type(g: &GlobalArgs, conn: &str) -> anyhow::Result<ConnectionType> {
+    Ok(config::load(&config_dir(g)?, conn)?.kind)
 }
 
 /// The configuration directory, refusing an override from a non-root user elevated by

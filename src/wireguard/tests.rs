@@ -1,0 +1,1 @@
+//! Parser and spec tests for wg-quick files.
