@@ -4,26 +4,21 @@
 //! vpn-ns hooks. Needs root and /dev/net/tun (skipped loudly otherwise; under CI they
 //! must run).
 
-mod common;
-
 use std::io::Write as _;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use common::sandbox::{Proc, run};
-use common::*;
+use vpn_ns_testkit::sandbox::{Proc, run};
+use vpn_ns_testkit::*;
 
-const SETTLE: Duration = Duration::from_secs(10);
+/// Bound for handshakes and for processes to go, generous for a loaded CI.
+const WG_SETTLE: Duration = Duration::from_secs(10);
 const USERSPACE_ENV: &str = "WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD";
 const WG_PORT: u16 = 51820;
 const CLIENT_V4: &str = "100.64.0.2";
 const CLIENT_V6: &str = "fd00:64::2";
-
-fn expect_ok<T>(r: Result<T, String>) -> T {
-    r.unwrap_or_else(|e| panic!("{e}"))
-}
 
 struct Keys {
     private: String,
@@ -115,7 +110,7 @@ fn start_server(sb: &Sandbox, s: &ServerSpec, client_pub: &str) -> Server {
     cmd.env(USERSPACE_ENV, "1").args(["-f", &dev]);
     procs.push(sb.spawn(&format!("wireguard-go-{ns}"), cmd));
     let sock = format!("/run/wireguard/{dev}.sock");
-    expect_ok(wait_until(SETTLE, || {
+    expect_ok(wait_until(WG_SETTLE, || {
         if sb.exists(&sock) {
             Ok(())
         } else {
@@ -156,7 +151,7 @@ fn start_server(sb: &Sandbox, s: &ServerSpec, client_pub: &str) -> Server {
         let mut cmd = sb.ns_cmd(&ns, "socat");
         cmd.arg(listen).arg(format!("SYSTEM:echo {reply}"));
         procs.push(sb.spawn(&format!("service-{ns}-{i}"), cmd));
-        expect_ok(wait_until(SETTLE, || {
+        expect_ok(wait_until(WG_SETTLE, || {
             sb.tcp_get(Some(&ns), addr, SERVICE_PORT)
         }));
     }
@@ -188,7 +183,7 @@ fn assert_success(what: &str, out: &Output) {
 }
 
 fn answers(sb: &Sandbox, ns: &str, addr: &str, reply: &str) {
-    let got = wait_until(SETTLE, || {
+    let got = wait_until(WG_SETTLE, || {
         sb.tcp_get(Some(ns), addr, SERVICE_PORT).and_then(|l| {
             if l == reply {
                 Ok(l)
@@ -225,7 +220,7 @@ fn processes_with_arg(word: &str) -> Vec<u32> {
         if let Ok(c) = std::fs::read(format!("/proc/{pid}/cmdline")) {
             let args: Vec<&[u8]> = c.split(|b| *b == 0).collect();
             if args.first().is_some_and(|a| a.ends_with(b"wireguard-go"))
-                && args.iter().any(|a| *a == word.as_bytes())
+                && args.contains(&word.as_bytes())
             {
                 v.push(pid);
             }
@@ -237,7 +232,7 @@ fn processes_with_arg(word: &str) -> Vec<u32> {
 /// Nothing of the client is left: device, wireguard-go, socket, state; the namespace
 /// only when `ns_kept`.
 fn assert_nothing_left(sb: &Sandbox, conn: &str, dev: &str, ns_kept: bool) {
-    let left = wait_until(SETTLE, || {
+    let left = wait_until(WG_SETTLE, || {
         let procs = processes_with_arg(dev);
         if procs.is_empty() {
             Ok(())

@@ -310,10 +310,10 @@ async fn native_down(conn: &Connection) -> anyhow::Result<()> {
         return Ok(());
     };
     let dev = st.device.clone();
-    if let (Some(pid), Some(dev)) = (st.vpn_pid, &dev) {
-        if device::stop_userspace(pid, dev, STOP_TIMEOUT) {
-            tracing::debug!("stopped the userspace WireGuard (pid {pid}) of {dev}");
-        }
+    if let (Some(pid), Some(dev)) = (st.vpn_pid, &dev)
+        && device::stop_userspace(pid, dev, STOP_TIMEOUT)
+    {
+        tracing::debug!("stopped the userspace WireGuard (pid {pid}) of {dev}");
     }
     let report = lifecycle::down(conn).await?;
     if let Some(dev) = &dev {
