@@ -474,7 +474,10 @@ fn failed_up_rolls_back_and_kernel_backend_needs_the_module() {
     sb.write_conn("wgk", &conn_toml(&file, "", "kernel"));
     if has_module {
         let _ = run(sb.cmd("ip").args(["link", "del", "wgtest"]));
-        eprintln!("the kernel has WireGuard: kernel_backend covers it");
+        let _ = writeln!(
+            std::io::stderr(),
+            "the kernel has WireGuard: kernel_backend covers the kernel path"
+        );
     } else {
         let out = vpn_ns(&sb, &["up", "wgk"]);
         assert_eq!(out.status.code(), Some(1), "{out:?}");
@@ -496,10 +499,9 @@ fn kernel_backend() {
     .is_err()
     {
         let msg = "SKIPPED: kernel_backend (this kernel has no WireGuard module: `ip link add type wireguard` fails)";
-        eprintln!(
-            "\n{bar}\n!!! {msg}\n{bar}\n",
-            bar = "!".repeat(msg.len() + 4)
-        );
+        // Not eprintln!: libtest would swallow it for a passing test.
+        let bar = "!".repeat(msg.len() + 4);
+        let _ = writeln!(std::io::stderr(), "\n{bar}\n!!! {msg}\n{bar}");
         return;
     }
     let _ = run(sb.cmd("ip").args(["link", "del", "wgtest"]));
@@ -602,4 +604,54 @@ fn wg_quick_with_hooks_up_and_down() {
     assert_success("wg-quick down", &out);
     assert_nothing_left(&sb, "wgq", "wgq0", false);
     drop(s1);
+}
+
+#[test]
+fn foreground_runs_until_sigterm_then_takes_down() {
+    if !require_root("foreground_runs_until_sigterm_then_takes_down") {
+        return;
+    }
+    let sb = Sandbox::new("wg-fg");
+    let client = genkeys();
+    let s1 = start_server(
+        &sb,
+        &ServerSpec {
+            n: 1,
+            tunnel_v4: "100.64.0.1",
+            tunnel_v6: None,
+            services: &[(SERVICE_V4, "hello-fg")],
+            psk: None,
+        },
+        &client.public,
+    );
+    let file = write_wg_file(
+        &sb,
+        "wgfg0",
+        &format!(
+            "[Interface]\nPrivateKey = {}\nAddress = {CLIENT_V4}/24\n\
+             [Peer]\nPublicKey = {}\nEndpoint = {}\nAllowedIPs = 0.0.0.0/0\n",
+            client.private, s1.keys.public, s1.endpoint
+        ),
+    );
+    sb.write_conn("wgfg", &conn_toml(&file, "", "auto"));
+    let mut cmd = sb.vpn_ns();
+    cmd.arg("--config-dir")
+        .arg(sb.config_dir())
+        .args(["up", "wgfg", "--foreground"]);
+    let mut fg = sb.spawn("vpn-ns-foreground", cmd);
+    answers(&sb, "wgfg", SERVICE_V4, "hello-fg");
+    assert!(fg.is_alive(), "--foreground exited: {}", fg.log_text());
+    // A second `up` while the foreground one runs is refused, and changes nothing.
+    let out = vpn_ns(&sb, &["up", "wgfg", "--foreground"]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    answers(&sb, "wgfg", SERVICE_V4, "hello-fg");
+
+    let status = expect_ok(fg.terminate(WG_SETTLE));
+    assert!(status.success(), "{status}: {}", fg.log_text());
+    assert!(
+        fg.log_text().contains("taking the connection down"),
+        "{}",
+        fg.log_text()
+    );
+    assert_nothing_left(&sb, "wgfg", "wgfg0", false);
 }
