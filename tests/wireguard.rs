@@ -7,160 +7,11 @@
 use std::io::Write as _;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::time::Duration;
+use std::process::{Output, Stdio};
 
-use vpn_ns_testkit::sandbox::{Proc, run};
+use vpn_ns_testkit::sandbox::run;
+use vpn_ns_testkit::wireguard::*;
 use vpn_ns_testkit::*;
-
-/// Bound for handshakes and for processes to go, generous for a loaded CI.
-const WG_SETTLE: Duration = Duration::from_secs(10);
-const USERSPACE_ENV: &str = "WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD";
-const WG_PORT: u16 = 51820;
-const CLIENT_V4: &str = "100.64.0.2";
-const CLIENT_V6: &str = "fd00:64::2";
-
-struct Keys {
-    private: String,
-    public: String,
-}
-
-fn wg(args: &[&str], stdin: &str) -> String {
-    let mut c = Command::new("wg")
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("wg (wireguard-tools) must be installed");
-    c.stdin
-        .take()
-        .expect("stdin")
-        .write_all(stdin.as_bytes())
-        .expect("write to wg");
-    let out = c.wait_with_output().expect("wg");
-    assert!(out.status.success(), "wg {args:?}: {out:?}");
-    String::from_utf8(out.stdout)
-        .expect("utf8")
-        .trim()
-        .to_owned()
-}
-
-fn genkeys() -> Keys {
-    let private = wg(&["genkey"], "");
-    let public = wg(&["pubkey"], &format!("{private}\n"));
-    Keys { private, public }
-}
-
-/// One WireGuard server: namespace, veth, wireguard-go, services on its `lo`.
-struct Server {
-    endpoint: String,
-    keys: Keys,
-    _procs: Vec<Proc>,
-}
-
-struct ServerSpec<'a> {
-    /// 1 or 2: picks namespace, veth /30 and tunnel address.
-    n: u8,
-    tunnel_v4: &'a str,
-    tunnel_v6: Option<&'a str>,
-    /// (address on lo, reply)
-    services: &'a [(&'a str, &'a str)],
-    psk: Option<&'a str>,
-}
-
-fn write_secret(sb: &Sandbox, name: &str, text: &str) -> PathBuf {
-    let p = sb.dir().join(name);
-    std::fs::write(&p, format!("{text}\n")).expect("write secret");
-    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).expect("chmod");
-    p
-}
-
-fn start_server(sb: &Sandbox, s: &ServerSpec, client_pub: &str) -> Server {
-    let ns = format!("srv{}", s.n);
-    let base = 4 * (u32::from(s.n) - 1);
-    let (up, srv) = (
-        format!("198.51.100.{}", base + 1),
-        format!("198.51.100.{}", base + 2),
-    );
-    let dev = format!("wgs{}", s.n);
-    let mut script = format!(
-        "set -e
-         ip netns add {ns}
-         ip link add up{n} type veth peer name eth0 netns {ns}
-         ip addr add {up}/30 dev up{n}
-         ip link set up{n} up
-         ip -n {ns} link set lo up
-         ip -n {ns} addr add {srv}/30 dev eth0
-         ip -n {ns} link set eth0 up\n",
-        n = s.n
-    );
-    for (addr, _) in s.services {
-        if addr.contains(':') {
-            script.push_str(&format!("ip -n {ns} -6 addr add {addr}/128 dev lo nodad\n"));
-        } else {
-            script.push_str(&format!("ip -n {ns} addr add {addr}/32 dev lo\n"));
-        }
-    }
-    sb.must(&script);
-
-    let keys = genkeys();
-    let mut procs = Vec::new();
-    let mut cmd = sb.ns_cmd(&ns, "wireguard-go");
-    cmd.env(USERSPACE_ENV, "1").args(["-f", &dev]);
-    procs.push(sb.spawn(&format!("wireguard-go-{ns}"), cmd));
-    let sock = format!("/run/wireguard/{dev}.sock");
-    expect_ok(wait_until(WG_SETTLE, || {
-        if sb.exists(&sock) {
-            Ok(())
-        } else {
-            Err(format!("{sock} missing"))
-        }
-    }));
-    let key_file = write_secret(sb, &format!("{ns}.key"), &keys.private);
-    let mut allowed = format!("{CLIENT_V4}/32");
-    if s.tunnel_v6.is_some() {
-        allowed.push_str(&format!(",{CLIENT_V6}/128"));
-    }
-    let mut set = format!(
-        "wg set {dev} private-key {} listen-port {WG_PORT} peer {client_pub} allowed-ips {allowed}",
-        key_file.display()
-    );
-    if let Some(psk) = s.psk {
-        let f = write_secret(sb, &format!("{ns}.psk"), psk);
-        set.push_str(&format!(" preshared-key {}", f.display()));
-    }
-    let mut cfg = format!(
-        "set -e
-         {set}
-         ip -n {ns} addr add {}/24 dev {dev}\n",
-        s.tunnel_v4
-    );
-    if let Some(v6) = s.tunnel_v6 {
-        cfg.push_str(&format!("ip -n {ns} -6 addr add {v6}/64 dev {dev} nodad\n"));
-    }
-    cfg.push_str(&format!("ip -n {ns} link set {dev} up\n"));
-    sb.must(&cfg);
-
-    for (i, (addr, reply)) in s.services.iter().enumerate() {
-        let listen = if addr.contains(':') {
-            format!("TCP6-LISTEN:{SERVICE_PORT},bind=[{addr}],reuseaddr,fork")
-        } else {
-            format!("TCP4-LISTEN:{SERVICE_PORT},bind={addr},reuseaddr,fork")
-        };
-        let mut cmd = sb.ns_cmd(&ns, "socat");
-        cmd.arg(listen).arg(format!("SYSTEM:echo {reply}"));
-        procs.push(sb.spawn(&format!("service-{ns}-{i}"), cmd));
-        expect_ok(wait_until(WG_SETTLE, || {
-            sb.tcp_get(Some(&ns), addr, SERVICE_PORT)
-        }));
-    }
-    Server {
-        endpoint: format!("{srv}:{WG_PORT}"),
-        keys,
-        _procs: procs,
-    }
-}
 
 fn vpn_ns(sb: &Sandbox, args: &[&str]) -> Output {
     sb.vpn_ns()
@@ -210,30 +61,11 @@ fn unreachable_from_host(sb: &Sandbox, addr: &str) {
     );
 }
 
-/// Pids of processes in the sandbox whose command line mentions `word` as an argument.
-fn processes_with_arg(word: &str) -> Vec<u32> {
-    let mut v = Vec::new();
-    for e in std::fs::read_dir("/proc").expect("/proc").flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        if let Ok(c) = std::fs::read(format!("/proc/{pid}/cmdline")) {
-            let args: Vec<&[u8]> = c.split(|b| *b == 0).collect();
-            if args.first().is_some_and(|a| a.ends_with(b"wireguard-go"))
-                && args.contains(&word.as_bytes())
-            {
-                v.push(pid);
-            }
-        }
-    }
-    v
-}
-
 /// Nothing of the client is left: device, wireguard-go, socket, state; the namespace
 /// only when `ns_kept`.
 fn assert_nothing_left(sb: &Sandbox, conn: &str, dev: &str, ns_kept: bool) {
     let left = wait_until(WG_SETTLE, || {
-        let procs = processes_with_arg(dev);
+        let procs = wireguard_go_pids(dev);
         if procs.is_empty() {
             Ok(())
         } else {
@@ -292,9 +124,9 @@ fn native_up_two_peers_psk_ipv6_dns_then_down_leaves_nothing() {
     let sb = Sandbox::new("wg-native");
     let client = genkeys();
     let psk = wg(&["genpsk"], "");
-    let s1 = start_server(
+    let s1 = start_wg_server(
         &sb,
-        &ServerSpec {
+        &WgServerSpec {
             n: 1,
             tunnel_v4: "100.64.0.1",
             tunnel_v6: Some("fd00:64::1"),
@@ -306,9 +138,9 @@ fn native_up_two_peers_psk_ipv6_dns_then_down_leaves_nothing() {
         },
         &client.public,
     );
-    let s2 = start_server(
+    let s2 = start_wg_server(
         &sb,
-        &ServerSpec {
+        &WgServerSpec {
             n: 2,
             tunnel_v4: "100.64.0.3",
             tunnel_v6: None,
@@ -362,7 +194,7 @@ fn native_up_two_peers_psk_ipv6_dns_then_down_leaves_nothing() {
         "resolv.conf: {resolv}"
     );
     // The encrypted socket stays in the host namespace: wireguard-go lives there.
-    let pids = processes_with_arg("wgc0");
+    let pids = wireguard_go_pids("wgc0");
     assert_eq!(pids.len(), 1, "one wireguard-go for wgc0: {pids:?}");
     let st = sb.read("/run/vpn-ns/wgc.json").expect("state");
     assert!(st.contains(&format!("\"vpn_pid\": {}", pids[0])), "{st}");
@@ -383,9 +215,9 @@ fn native_default_route_and_persistent_namespace() {
     }
     let sb = Sandbox::new("wg-persist");
     let client = genkeys();
-    let s1 = start_server(
+    let s1 = start_wg_server(
         &sb,
-        &ServerSpec {
+        &WgServerSpec {
             n: 1,
             tunnel_v4: "100.64.0.1",
             tunnel_v6: Some("fd00:64::1"),
@@ -506,9 +338,9 @@ fn kernel_backend() {
     }
     let _ = run(sb.cmd("ip").args(["link", "del", "wgtest"]));
     let client = genkeys();
-    let s1 = start_server(
+    let s1 = start_wg_server(
         &sb,
-        &ServerSpec {
+        &WgServerSpec {
             n: 1,
             tunnel_v4: "100.64.0.1",
             tunnel_v6: None,
@@ -541,9 +373,9 @@ fn wg_quick_with_hooks_up_and_down() {
     }
     let sb = Sandbox::new("wg-quick");
     let client = genkeys();
-    let s1 = start_server(
+    let s1 = start_wg_server(
         &sb,
-        &ServerSpec {
+        &WgServerSpec {
             n: 1,
             tunnel_v4: "100.64.0.1",
             tunnel_v6: Some("fd00:64::1"),
@@ -613,9 +445,9 @@ fn foreground_runs_until_sigterm_then_takes_down() {
     }
     let sb = Sandbox::new("wg-fg");
     let client = genkeys();
-    let s1 = start_server(
+    let s1 = start_wg_server(
         &sb,
-        &ServerSpec {
+        &WgServerSpec {
             n: 1,
             tunnel_v4: "100.64.0.1",
             tunnel_v6: None,

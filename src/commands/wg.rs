@@ -186,6 +186,20 @@ async fn native_up(
             "{iface} already exists in the host namespace (another tunnel, or wg-quick?); nothing was changed"
         );
     }
+    if conn.netns_isolate && crate::netns::exists(&conn.netns) {
+        let ns_file = crate::netns::open(&conn.netns)?;
+        if Netlink::connect(Some(&ns_file))?
+            .link(iface.as_str())
+            .await?
+            .is_some()
+        {
+            bail!(
+                "{iface} already exists in namespace {} (left by a crashed run?); delete it with `ip -n {} link del {iface}`",
+                conn.netns,
+                conn.netns
+            );
+        }
+    }
     let mtu = match cfg.interface.mtu {
         Some(_) => None,
         None => Some(wireguard::default_mtu(

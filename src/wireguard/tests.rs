@@ -401,3 +401,26 @@ fn permission_warning_for_world_readable_keys() {
     assert_eq!(permission_warning(&p), None);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn config_examples_parse() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("config-examples");
+    let toml_path = root.join("home.toml");
+    let text = std::fs::read_to_string(&toml_path).unwrap();
+    let conn = crate::config::parse("home", &toml_path, &text).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(conn.kind, crate::config::ConnectionType::WireGuard);
+    let section = conn.wireguard.expect("[wireguard]");
+    assert_eq!(
+        section.config.as_deref(),
+        Some(Path::new("/etc/wireguard/home.conf"))
+    );
+    for (file, hooks) in [("home.conf", 0), ("home-wg-quick.conf", 2)] {
+        let text = std::fs::read_to_string(root.join(file))
+            .unwrap()
+            .replace("<output of `wg genkey`>", K1)
+            .replace("<the server's public key>", K2);
+        let c = parse(&root.join(file), &text).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.interface.wg_quick_only.len(), hooks, "{file}");
+        assert_eq!(c.peers.len(), 1, "{file}");
+    }
+}
