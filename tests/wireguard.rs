@@ -291,6 +291,25 @@ fn failed_up_rolls_back_and_kernel_backend_needs_the_module() {
     );
     assert_nothing_left(&sb, "wgf", "wgf0", false);
 
+    // Failing after wireguard-go started and the device moved in: an MTU below IPv6's
+    // minimum makes the kernel refuse the IPv6 address. Everything is rolled back.
+    let late = write_wg_file(
+        &sb,
+        "wgl0",
+        &format!(
+            "[Interface]\nPrivateKey = {}\nAddress = {CLIENT_V4}/24, {CLIENT_V6}/64\nMTU = 1000\n\
+             [Peer]\nPublicKey = {}\nAllowedIPs = 203.0.113.0/24\n",
+            client.private,
+            genkeys().public
+        ),
+    );
+    sb.write_conn("wgl", &conn_toml(&late, "", "userspace"));
+    let out = vpn_ns(&sb, &["up", "wgl"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("rolled back"), "{err}");
+    assert_nothing_left(&sb, "wgl", "wgl0", false);
+
     // A malformed file: exit 2 with file and line.
     let bad = write_wg_file(&sb, "wgb0", "[Interface]\nPrivateKey = nope\n");
     sb.write_conn("wgb", &conn_toml(&bad, "", "userspace"));
