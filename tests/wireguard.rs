@@ -201,6 +201,32 @@ fn native_up_two_peers_psk_ipv6_dns_then_down_leaves_nothing() {
 
     // Twice is fine.
     assert_success("second vpn-ns up wgc", &vpn_ns(&sb, &["up", "wgc"]));
+    assert_eq!(
+        wireguard_go_pids("wgc0"),
+        pids,
+        "a second up must not start another"
+    );
+
+    // wireguard-go dies: the tunnel is gone, and the next up starts afresh.
+    assert!(vpn_ns_testkit::sys::send_signal(
+        pids[0],
+        vpn_ns_testkit::sys::SIGKILL
+    ));
+    expect_ok(wait_until(WG_SETTLE, || {
+        if sb.links_in(Some("wgc")).contains(&"wgc0".to_owned()) {
+            Err("wgc0 still there".to_owned())
+        } else {
+            Ok(())
+        }
+    }));
+    let out = vpn_ns(&sb, &["up", "wgc"]);
+    assert_success("vpn-ns up wgc after wireguard-go died", &out);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("is gone; cleaning up"),
+        "{out:?}"
+    );
+    answers(&sb, "wgc", SERVICE_V4, "hello-from-srv1");
+    answers(&sb, "wgc", "203.0.113.129", "hello-from-srv2");
 
     assert_success("vpn-ns down wgc", &vpn_ns(&sb, &["down", "wgc"]));
     assert_nothing_left(&sb, "wgc", "wgc0", false);

@@ -92,6 +92,20 @@ pub fn up(g: &GlobalArgs, conn_name: &str, foreground: bool) -> anyhow::Result<E
 
     let rt = runtime()?;
     let lock = state::lock(&conn.name)?;
+    // The userspace program died since the last up (crash, kill): the tunnel is gone, so
+    // clean up what is left and start afresh.
+    if let Some(st) = state::load(&conn.name)?
+        && st.up
+        && st.origin == Origin::Wireguard
+        && let (Some(pid), Some(dev)) = (st.vpn_pid, st.device.as_deref())
+        && !device::is_userspace_process(pid, dev)
+    {
+        tracing::warn!(
+            "{conn_name}: the userspace WireGuard of {dev} (pid {pid}) is gone; cleaning up before up"
+        );
+        rt.block_on(native_down(&conn))
+            .with_context(|| format!("connection {conn_name}: cleaning up failed"))?;
+    }
     if let Some(st) = state::load(&conn.name)?
         && st.up
     {
