@@ -13,6 +13,7 @@ mod openvpn;
 mod procs;
 mod spec;
 mod state;
+mod wireguard;
 
 use std::process::ExitCode;
 
