@@ -22,7 +22,7 @@ const NSFS_MAGIC: i64 = 0x6e73_6673;
 
 #[derive(Debug, thiserror::Error)]
 pub enum NetnsError {
-    #[error("{op} {path}: {source}")]
+    #[error("{op} {path}")]
     Io {
         op: &'static str,
         path: PathBuf,
@@ -33,7 +33,7 @@ pub enum NetnsError {
     NotFound(NetnsName),
     #[error("{path} exists but is not a network namespace", path = ns_path_display(.0))]
     NotANamespace(NetnsName),
-    #[error("cannot enter namespace: {0}")]
+    #[error("cannot enter the namespace")]
     Enter(#[source] Errno),
     #[error("the namespace worker thread panicked")]
     ThreadPanicked,
@@ -73,7 +73,7 @@ pub fn exists(name: &NetnsName) -> bool {
 
 fn is_nsfs(p: &Path) -> bool {
     nix::sys::statfs::statfs(p)
-        .map(|s| s.filesystem_type().0 as i64 == NSFS_MAGIC)
+        .map(|s| s.filesystem_type().0 == NSFS_MAGIC)
         .unwrap_or(false)
 }
 
@@ -123,7 +123,7 @@ pub fn create(name: &NetnsName) -> Result<(), NetnsError> {
         .read(true)
         .write(true)
         .create_new(true)
-        .mode(0)
+        .mode(0o0)
         .open(&target)
         .map_err(io_err("cannot create", &target))?;
     let t = target.clone();

@@ -2,7 +2,7 @@
 //! in a per-test sandbox: every field is checked against what `ip` and /proc say.
 //! Needs root and /dev/net/tun (skipped loudly otherwise; under CI they must run).
 
-mod common;
+use vpn_ns_testkit as common;
 
 use std::collections::BTreeSet;
 use std::process::Output;
@@ -10,12 +10,6 @@ use std::time::Duration;
 
 use common::*;
 use serde_json::Value;
-
-const CONNECT: Duration = Duration::from_secs(40);
-
-fn expect_ok<T>(r: Result<T, String>) -> T {
-    r.unwrap_or_else(|e| panic!("{e}"))
-}
 
 /// Runs `vpn-ns --config-dir <dir> ARGS...` in the sandbox.
 fn vpn_ns(sb: &Sandbox, args: &[&str]) -> Output {
@@ -338,7 +332,7 @@ fn failed_checks(v: &Value) -> Vec<String> {
         .collect()
 }
 
-fn assert_sealed(sb: &Sandbox) {
+fn assert_verified_sealed(sb: &Sandbox) {
     let (code, v, err) = verify(sb, "work");
     assert_eq!(code, Some(0), "verify must pass: {v:#} {err}");
     assert_eq!(v["sealed"], true);
@@ -382,7 +376,7 @@ fn verify_proves_the_namespace_sealed() {
     sb.write_conn("home", "type = \"openvpn\"\n");
     let (_client, tun) = connect(&sb, "work");
 
-    assert_sealed(&sb);
+    assert_verified_sealed(&sb);
     let human = vpn_ns_ok(&sb, &["verify", "work"]);
     assert!(human.contains("work: sealed"), "{human}");
     assert!(
@@ -407,7 +401,7 @@ fn verify_proves_the_namespace_sealed() {
     sb.must("ip -n work -6 route add fd00:99::/64 dev v1");
     assert_fails(&sb, "ipv6");
     sb.must("ip link del v0");
-    assert_sealed(&sb);
+    assert_verified_sealed(&sb);
 
     // DNS to a server the tunnel does not carry, then on loopback.
     let resolv = sb.path("/etc/netns/work/resolv.conf");
@@ -421,7 +415,7 @@ fn verify_proves_the_namespace_sealed() {
     std::fs::write(&nss, "hosts: files resolve [!UNAVAIL=return] dns\n").unwrap();
     assert_eq!(assert_fails(&sb, "nsswitch"), ["nsswitch"]);
     std::fs::write(&nss, &original).unwrap();
-    assert_sealed(&sb);
+    assert_verified_sealed(&sb);
 
     // A connection that is not up fails `state`.
     let (code, v, err) = verify(&sb, "home");

@@ -185,6 +185,8 @@ pub fn pids_by_netns() -> HashMap<NsKey, Vec<u32>> {
     map
 }
 
+/// By /proc rather than kill(pid, 0), which fails with EPERM for another user's
+/// process when status runs without root.
 pub fn pid_alive(pid: u32) -> bool {
     fs::metadata(format!("/proc/{pid}")).is_ok()
 }
