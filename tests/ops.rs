@@ -307,6 +307,11 @@ fn status_and_list_match_the_live_system() {
         .collect();
     assert_eq!(got, pids_inside, "{v:#}");
 
+    // The suggested clean-up works, and the connection then shows as down.
+    vpn_ns_ok(&sb, &["down", "work"]);
+    let v = json(&vpn_ns_ok(&sb, &["--json", "status", "work"]));
+    assert_eq!(v["connections"][0]["state"], "down", "{v:#}");
+
     // An unknown connection is a usage/config error.
     let out = vpn_ns(&sb, &["status", "nosuch"]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
@@ -421,4 +426,65 @@ fn verify_proves_the_namespace_sealed() {
     let (code, v, err) = verify(&sb, "home");
     assert_eq!(code, Some(1), "{v:#} {err}");
     assert_eq!(failed_checks(&v), ["state"]);
+}
+
+/// `netns-isolate = false`: the device stays in the host namespace; status shows its
+/// addresses and only its routes there, and verify refuses (nothing to seal).
+#[test]
+fn status_of_a_host_namespace_connection() {
+    if !require_root("status_of_a_host_namespace_connection") {
+        return;
+    }
+    let sb = Sandbox::new("hostconn");
+    let _srv = sb.start_server(&ServerOptions::default());
+    sb.write_conn("flat", "type = \"openvpn\"\nnetns-isolate = false\n");
+    let (_client, tun) = connect(&sb, "flat");
+
+    let v = json(&vpn_ns_ok(&sb, &["--json", "status", "flat"]));
+    let c = &v["connections"][0];
+    assert_eq!(c["state"], "up", "{c:#}");
+    assert_eq!(c["isolated"], false);
+    assert_eq!(c["netns"], Value::Null);
+    assert_eq!(c["device"], tun.as_str());
+    assert_eq!(c["device_present"], true);
+    let live = json(&expect_ok(
+        sb.ip(None, &["-j", "addr", "show", "dev", &tun]),
+    ));
+    let want: BTreeSet<String> = live[0]["addr_info"]
+        .as_array()
+        .expect("addr_info")
+        .iter()
+        .map(|a| format!("{}/{}", a["local"].as_str().unwrap(), a["prefixlen"]))
+        .collect();
+    let got: BTreeSet<String> = c["addresses"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["local"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(got, want, "{c:#}");
+    let routes = c["routes"].as_array().unwrap();
+    assert!(
+        routes.iter().all(|r| r["dev"] == tun.as_str()),
+        "only the device's routes: {c:#}"
+    );
+    assert!(
+        routes.iter().any(|r| r["dest"] == "203.0.113.0/24"),
+        "pushed route missing: {c:#}"
+    );
+    assert!(
+        !routes.iter().any(|r| r["dest"] == "198.51.100.0/24"),
+        "the uplink's route is not the connection's: {c:#}"
+    );
+
+    let (code, v, err) = verify(&sb, "flat");
+    assert_eq!(code, Some(1), "{v:#} {err}");
+    assert_eq!(failed_checks(&v), ["state"]);
+    assert!(
+        v["checks"][0]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("not isolated"),
+        "{v:#}"
+    );
 }
