@@ -1,5 +1,6 @@
 //! One module per subcommand; this module resolves what they share.
 
+mod exec;
 mod hook;
 
 use std::path::PathBuf;
@@ -16,6 +17,12 @@ pub struct UsageError(pub String);
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match &cli.command {
         Command::Hook(HookCommand::Openvpn { conn, .. }) => hook::openvpn(&cli.global, conn),
+        Command::Exec {
+            conn,
+            user,
+            wait,
+            cmd,
+        } => exec::exec(&cli.global, conn, user.as_deref(), *wait, cmd),
     }
 }
 
