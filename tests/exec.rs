@@ -772,7 +772,7 @@ fn exec_wait_returns_when_the_connection_comes_up_and_times_out_otherwise() {
     let lag = up_at.elapsed();
     assert!(status.success(), "{}", waiter.log_text());
     assert!(
-        lag < Duration::from_millis(1500),
+        lag < Duration::from_millis(750),
         "returned {lag:?} after the connection came up"
     );
     let ino = sb.netns_inode("work").expect("namespace work");
