@@ -9,16 +9,17 @@ use std::fmt;
 use std::io;
 use std::marker::PhantomData;
 use std::net::IpAddr;
-use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
 use serde::Deserialize;
 use serde::de::{self, Deserializer, Visitor};
-use toml::de::{DeTable, DeValue};
 
 use crate::spec::{DomainName, InvalidValue, NetnsName};
+
+mod locate;
+use locate::Document;
 
 pub const DEFAULT_CONFIG_DIR: &str = "/etc/vpn-ns";
 
@@ -254,7 +255,7 @@ pub enum ConfigError {
     #[error("{}: connection name {name:?} is not valid: use 1 to 64 characters of \
              A-Z a-z 0-9 _ . - (not \".\" or \"..\")", path.display())]
     BadName { path: PathBuf, name: String },
-    #[error("{}: cannot read: {source}", path.display())]
+    #[error("{}: cannot read", path.display())]
     Io { path: PathBuf, source: io::Error },
     /// `line` is `None` only for a key that is missing altogether.
     #[error("{}{}: {message}", path.display(), line.map(|l| format!(" line {l}")).unwrap_or_default())]
@@ -515,171 +516,5 @@ impl<'de> Deserialize<'de> for TimeoutMs {
     }
 }
 
-// ---- turning toml's spans into "line N: key K" ----
-
-struct KeyEntry {
-    path: String,
-    depth: usize,
-    key: Range<usize>,
-    value: Range<usize>,
-}
-
-struct Document<'a> {
-    path: &'a Path,
-    text: &'a str,
-    keys: Vec<KeyEntry>,
-}
-
-impl<'a> Document<'a> {
-    /// Syntax errors are reported here; the recovered partial table still locates them.
-    fn new(path: &'a Path, text: &'a str) -> Result<Self, ConfigError> {
-        let (table, errors) = DeTable::parse_recoverable(text);
-        let mut doc = Self {
-            path,
-            text,
-            keys: Vec::new(),
-        };
-        index_keys(table.get_ref(), "", 0, &mut doc.keys);
-        match errors.first() {
-            Some(e) => Err(doc.error(e.span(), e.message())),
-            None => Ok(doc),
-        }
-    }
-
-    fn invalid(&self, line: Option<usize>, message: String) -> ConfigError {
-        ConfigError::Invalid {
-            path: self.path.to_owned(),
-            line,
-            message,
-        }
-    }
-
-    fn key_error(&self, key: &str, message: &str) -> ConfigError {
-        let line = self
-            .keys
-            .iter()
-            .find(|k| k.path == key)
-            .map(|k| self.line_of(k.key.start));
-        self.invalid(line, format!("key {key:?}: {message}"))
-    }
-
-    fn error(&self, span: Option<Range<usize>>, message: &str) -> ConfigError {
-        let span = span.map(|s| s.start.min(self.text.len())..s.end.min(self.text.len()));
-        let key = span.clone().and_then(|s| match message {
-            // A duplicate is dropped from the recovered table; its span is the key itself.
-            "duplicate key" => self.text.get(s).map(|k| k.trim().to_owned()),
-            _ => self.key_at(s.start),
-        });
-        let line = span.map(|s| self.line_of(s.start));
-        self.invalid(line, describe(message, key.as_deref()))
-    }
-
-    fn line_of(&self, off: usize) -> usize {
-        self.text.as_bytes()[..off]
-            .iter()
-            .filter(|&&b| b == b'\n')
-            .count()
-            + 1
-    }
-
-    /// The innermost key whose name or value covers `off`. Ends are inclusive because
-    /// syntax errors such as an unclosed array point just past the value.
-    fn key_at(&self, off: usize) -> Option<String> {
-        let covers = |r: &Range<usize>| r.start <= off && off <= r.end;
-        let keys = self
-            .keys
-            .iter()
-            .filter(|k| covers(&k.key) || covers(&k.value));
-        keys.max_by_key(|k| k.depth).map(|k| k.path.clone())
-    }
-}
-
-fn index_keys(table: &DeTable<'_>, prefix: &str, depth: usize, out: &mut Vec<KeyEntry>) {
-    for (k, v) in table.iter() {
-        let path = match prefix {
-            "" => k.get_ref().to_string(),
-            _ => format!("{prefix}.{}", k.get_ref()),
-        };
-        if let DeValue::Table(t) = v.get_ref() {
-            index_keys(t, &path, depth + 1, out);
-        }
-        out.push(KeyEntry {
-            path,
-            depth,
-            key: k.span(),
-            value: v.span(),
-        });
-    }
-}
-
-/// Rewrites serde/toml messages (possibly multi-line, in serde's vocabulary) into one
-/// line that talks about keys and TOML types.
-fn describe(message: &str, key: Option<&str>) -> String {
-    let message = message.split_whitespace().collect::<Vec<_>>().join(" ");
-    let (parent, leaf) = match key.map(|k| k.rsplit_once('.').unwrap_or(("", k))) {
-        Some((p, l)) => (p, Some(l)),
-        None => ("", None),
-    };
-    let in_section = if parent.is_empty() {
-        String::new()
-    } else {
-        format!(" in [{parent}]")
-    };
-    if let Some(rest) = message.strip_prefix("unknown field `") {
-        let (field, expected) = rest.split_once("`, expected ").unwrap_or((rest, ""));
-        let name = leaf.unwrap_or(field.trim_end_matches(['`', ',']));
-        let expected: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
-        let hint = if expected.is_empty() {
-            String::new()
-        } else {
-            format!(" (expected one of: {})", expected.join(", "))
-        };
-        return format!("unknown key {name:?}{in_section}{hint}");
-    }
-    if let Some(field) = message.strip_prefix("missing field `") {
-        let field = field.trim_end_matches('`');
-        return match key {
-            Some(k) => format!("missing key {field:?} in [{k}]"),
-            None => format!("missing key {field:?}"),
-        };
-    }
-    let mut text = message.clone();
-    for prefix in ["invalid type: ", "invalid value: "] {
-        if let Some(rest) = message.strip_prefix(prefix)
-            && let Some((found, expected)) = rest.rsplit_once(", expected ")
-        {
-            let expected = match expected {
-                "a sequence" => "an array",
-                e if e.starts_with("struct ") => "a table",
-                e => e,
-            };
-            text = format!("expected {expected}, found {}", describe_found(found));
-        }
-    }
-    match key {
-        Some(k) => format!("key {k:?}: {text}"),
-        None => text,
-    }
-}
-
-fn describe_found(found: &str) -> String {
-    const KINDS: [(&str, &str); 6] = [
-        ("string", "a string"),
-        ("integer", "an integer"),
-        ("floating point", "a float"),
-        ("boolean", "a boolean"),
-        ("sequence", "an array"),
-        ("map", "a table"),
-    ];
-    let found = found.replace('`', "");
-    for (serde_name, toml_name) in KINDS {
-        if let Some(rest) = found.strip_prefix(serde_name) {
-            return format!("{toml_name}{rest}");
-        }
-    }
-    found
-}
-
 #[cfg(test)]
-#[path = "config_tests.rs"]
 mod tests;

@@ -14,7 +14,7 @@ const MAX_NAMESERVERS: usize = 3;
 const MAX_SEARCH: usize = 6;
 
 #[derive(Debug, thiserror::Error)]
-#[error("{op} {path}: {source}")]
+#[error("{op} {path}")]
 pub struct DnsError {
     op: &'static str,
     path: PathBuf,

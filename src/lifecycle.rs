@@ -15,19 +15,19 @@ use crate::state::{self, Origin, State, StateError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LifecycleError {
-    #[error("cannot create namespace \"{ns}\": {source}")]
+    #[error("cannot create namespace \"{ns}\"")]
     CreateNetns {
         ns: NetnsName,
         #[source]
         source: NetnsError,
     },
-    #[error("cannot open namespace \"{ns}\": {source}")]
+    #[error("cannot open namespace \"{ns}\"")]
     OpenNetns {
         ns: NetnsName,
         #[source]
         source: NetnsError,
     },
-    #[error("cannot delete namespace \"{ns}\": {source}")]
+    #[error("cannot delete namespace \"{ns}\"")]
     DeleteNetns {
         ns: NetnsName,
         #[source]
@@ -39,14 +39,14 @@ pub enum LifecycleError {
         "{device} is an OpenVPN data-channel-offload device ({kind}), which cannot work after a move to another namespace: add `disable-dco` to the OpenVPN config"
     )]
     Dco { device: String, kind: String },
-    #[error("cannot move {device} into namespace \"{ns}\": {source}")]
+    #[error("cannot move {device} into namespace \"{ns}\"")]
     Move {
         device: String,
         ns: NetnsName,
         #[source]
         source: NetlinkError,
     },
-    #[error("cannot configure {device} in namespace \"{ns}\": {source}")]
+    #[error("cannot configure {device} in namespace \"{ns}\"")]
     Configure {
         device: String,
         ns: String,
@@ -55,7 +55,7 @@ pub enum LifecycleError {
     },
     #[error(transparent)]
     Netlink(#[from] NetlinkError),
-    #[error("cannot write DNS files for namespace \"{ns}\": {source}")]
+    #[error("cannot write DNS files for namespace \"{ns}\"")]
     Dns {
         ns: NetnsName,
         #[source]
@@ -196,23 +196,16 @@ async fn up_isolated(
 
     let dev = spec.device.as_str();
     // On OpenVPN's `--up-restart` the device is already inside from the previous up.
-    let link = match inside.link(dev).await? {
+    let already_inside = inside.link(dev).await?;
+    let restart = already_inside.is_some();
+    let link = match already_inside {
         Some(l) => {
             tracing::debug!("{dev} is already in namespace {ns}");
             l
         }
         None => {
             let mut outside = Netlink::connect(None)?;
-            let l = outside
-                .wait_for_link(dev, conn.netns_timeout)
-                .await
-                .map_err(|e| match e {
-                    NetlinkError::Timeout { timeout, .. } => LifecycleError::DeviceMissing {
-                        device: dev.to_owned(),
-                        timeout_ms: timeout.as_millis(),
-                    },
-                    e => e.into(),
-                })?;
+            let l = wait_in_host(&mut outside, dev, conn).await?;
             refuse_dco(&l)?;
             outside
                 .move_link(&l, &ns_file)
@@ -234,10 +227,19 @@ async fn up_isolated(
         }
     };
 
-    let routes = routes_for(spec, conn.default_route);
+    let mut routes = routes_for(spec, conn.default_route);
     apply(&inside, &link, spec, &routes)
         .await
         .map_err(configure)?;
+    // OpenVPN passes no route_* variables at `up ... restart`: the routes of the previous
+    // up are still on the device, and stay recorded so that down can account for them.
+    if restart && let Some(p) = prior.as_ref().filter(|p| p.up) {
+        for r in &p.routes {
+            if !routes.contains(r) {
+                routes.push(r.clone());
+            }
+        }
+    }
 
     let dns = effective_dns(conn, &spec.dns);
     if dns.servers.is_empty() {
@@ -291,16 +293,7 @@ async fn up_host(
 ) -> Result<UpReport, LifecycleError> {
     let dev = spec.device.as_str();
     let mut nl = Netlink::connect(None)?;
-    let link = nl
-        .wait_for_link(dev, conn.netns_timeout)
-        .await
-        .map_err(|e| match e {
-            NetlinkError::Timeout { timeout, .. } => LifecycleError::DeviceMissing {
-                device: dev.to_owned(),
-                timeout_ms: timeout.as_millis(),
-            },
-            e => e.into(),
-        })?;
+    let link = wait_in_host(&mut nl, dev, conn).await?;
     journal.host_link = Some(link.clone());
     let routes = routes_for(spec, false);
     let configure = |source| LifecycleError::Configure {
@@ -345,6 +338,23 @@ async fn up_host(
         dns_servers: 0,
         reused: false,
     })
+}
+
+/// Waits for the VPN's device in the host namespace, bounded by `netns-timeout`.
+async fn wait_in_host(
+    nl: &mut Netlink,
+    dev: &str,
+    conn: &Connection,
+) -> Result<Link, LifecycleError> {
+    nl.wait_for_link(dev, conn.netns_timeout)
+        .await
+        .map_err(|e| match e {
+            NetlinkError::Timeout { timeout, .. } => LifecycleError::DeviceMissing {
+                device: dev.to_owned(),
+                timeout_ms: timeout.as_millis(),
+            },
+            e => e.into(),
+        })
 }
 
 fn refuse_dco(l: &Link) -> Result<(), LifecycleError> {

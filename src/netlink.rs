@@ -26,15 +26,15 @@ const LINK_GROUP_MASK: u32 = 1;
 
 #[derive(Debug, thiserror::Error)]
 pub enum NetlinkError {
-    #[error("cannot open a netlink socket: {0}")]
+    #[error("cannot open a netlink socket")]
     Socket(#[source] std::io::Error),
     #[error(transparent)]
     Netns(#[from] NetnsError),
-    #[error("{op}: {}", describe(.source))]
+    #[error("{op}: {}", describe(.error))]
     Request {
         op: String,
-        #[source]
-        source: rtnetlink::Error,
+        // Not a `source`: `describe` already says what the kernel said, once.
+        error: rtnetlink::Error,
     },
     #[error("device {name} did not appear within {} ms", .timeout.as_millis())]
     Timeout { name: String, timeout: Duration },
@@ -55,7 +55,7 @@ impl NetlinkError {
     pub fn errno(&self) -> Option<i32> {
         match self {
             NetlinkError::Request {
-                source: rtnetlink::Error::NetlinkError(m),
+                error: rtnetlink::Error::NetlinkError(m),
                 ..
             } => m.code.map(|c| -c.get()),
             _ => None,
@@ -65,7 +65,7 @@ impl NetlinkError {
 
 fn req(op: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> NetlinkError {
     let op = op.into();
-    move |source| NetlinkError::Request { op, source }
+    move |error| NetlinkError::Request { op, error }
 }
 
 /// What we need to know about a link.

@@ -22,7 +22,7 @@ const NSFS_MAGIC: i64 = 0x6e73_6673;
 
 #[derive(Debug, thiserror::Error)]
 pub enum NetnsError {
-    #[error("{op} {path}: {source}")]
+    #[error("{op} {path}")]
     Io {
         op: &'static str,
         path: PathBuf,
@@ -33,7 +33,7 @@ pub enum NetnsError {
     NotFound(NetnsName),
     #[error("{path} exists but is not a network namespace", path = ns_path_display(.0))]
     NotANamespace(NetnsName),
-    #[error("cannot enter namespace: {0}")]
+    #[error("cannot enter the namespace")]
     Enter(#[source] Errno),
     #[error("the namespace worker thread panicked")]
     ThreadPanicked,

@@ -16,14 +16,14 @@ pub const RUN_DIR: &str = "/run/vpn-ns";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
-    #[error("{op} {path}: {source}")]
+    #[error("{op} {path}")]
     Io {
         op: &'static str,
         path: PathBuf,
         #[source]
         source: io::Error,
     },
-    #[error("{path} is corrupt ({source}); remove it after checking `ip netns list`")]
+    #[error("{path} is corrupt (remove it after checking `ip netns list`)")]
     Corrupt {
         path: PathBuf,
         #[source]
