@@ -4,7 +4,7 @@
 //! that exists only behind the VPN, the `[exec]` policy, and `--wait`.
 //! Needs root and /dev/net/tun (skipped loudly otherwise; under CI they must run).
 
-mod common;
+use vpn_ns_testkit as common;
 
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
