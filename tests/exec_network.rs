@@ -1,0 +1,267 @@
+//! Acceptance tests of `vpn-ns exec` and the network: DNS inside the namespace goes
+//! only to the VPN's server (no leak to the host's resolver or its sockets), and a real
+//! headless browser reaches a page that exists only behind the VPN.
+//! Needs root and /dev/net/tun (skipped loudly otherwise; under CI they must run).
+
+use vpn_ns_testkit as common;
+
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use common::exec::*;
+use common::sandbox::{self, Proc};
+use common::*;
+
+/// The DNS server behind the VPN (pushed by the test server) and the host's resolver.
+const HOST_DNS: &str = UPLINK_ADDR;
+const INSIDE_NAME: &str = "inside.vpn.example";
+const OUTSIDE_NAME: &str = "outside.example";
+const OUTSIDE_ADDR: &str = "192.0.2.99";
+const PAGE_PORT: u16 = 8081;
+
+#[test]
+fn exec_resolves_only_through_the_vpn() {
+    if !require_root("exec_resolves_only_through_the_vpn") {
+        return;
+    }
+    let u = TestUser::create();
+    let (sb, _srv, _client) = connected("exec-dns", "type = \"openvpn\"\n");
+    // The VPN's DNS server, reachable only through the tunnel.
+    sb.must(&format!(
+        "ip -n {SERVER_NS} addr add {PUSHED_DNS}/32 dev lo"
+    ));
+    let pid = |n: &str| sb.dir().join(format!("{n}.pid")).display().to_string();
+    let mut vpn_dns = sb.ns_cmd(SERVER_NS, "dnsmasq");
+    vpn_dns.args([
+        "--keep-in-foreground",
+        "--no-resolv",
+        "--no-hosts",
+        "--conf-file=/dev/null",
+        "--bind-interfaces",
+        "--user=root",
+        "--log-queries",
+        "--log-facility=-",
+        &format!("--pid-file={}", pid("dns-vpn")),
+        &format!("--listen-address={PUSHED_DNS}"),
+        &format!("--address=/{INSIDE_NAME}/{SERVICE_V4}"),
+    ]);
+    let _vpn_dns = sb.spawn("dnsmasq-vpn", vpn_dns);
+    // The host's resolver, answering a name the VPN does not know.
+    let mut host_dns = sb.cmd("dnsmasq");
+    host_dns.args([
+        "--keep-in-foreground",
+        "--no-resolv",
+        "--no-hosts",
+        "--conf-file=/dev/null",
+        "--bind-interfaces",
+        "--user=root",
+        "--log-queries",
+        "--log-facility=-",
+        &format!("--pid-file={}", pid("dns-host")),
+        &format!("--listen-address={HOST_DNS}"),
+        &format!("--address=/{OUTSIDE_NAME}/{OUTSIDE_ADDR}"),
+    ]);
+    let _host_dns = sb.spawn("dnsmasq-host", host_dns);
+    let resolv = sb.dir().join("host-resolv.conf");
+    fs::write(&resolv, format!("nameserver {HOST_DNS}\n")).unwrap();
+    sb.must(&format!(
+        "mount --bind {} /etc/resolv.conf",
+        resolv.display()
+    ));
+    // A host resolver socket that must be hidden inside (nscd's place).
+    let _nscd = MountPoint::new("/run/nscd");
+    sb.must("mount -t tmpfs -o size=64k test-nscd /run/nscd && touch /run/nscd/socket");
+
+    // The host resolver is live: the host finds the outside name.
+    let host_answer = wait_until(Duration::from_secs(10), || {
+        sandbox::run(sb.cmd("getent").args(["hosts", OUTSIDE_NAME]))
+    })
+    .unwrap_or_else(|e| panic!("the host-side resolver does not answer: {e}"));
+    assert!(host_answer.contains(OUTSIDE_ADDR), "{host_answer}");
+
+    let script = format!(
+        "echo inside=$(getent hosts {INSIDE_NAME}); \
+         getent hosts {OUTSIDE_NAME}; echo outside_rc=$?; \
+         test -e /run/nscd/socket; echo nscd_socket_rc=$?; \
+         touch /run/nscd/x 2>/dev/null; echo nscd_write_rc=$?"
+    );
+    let out = ok(exec_cmd(
+        &sb,
+        None,
+        &["-u", &u.name, "work", "--", "sh", "-c", &script],
+    ));
+    assert!(
+        value(&out, "inside").is_some_and(|v| v.starts_with(SERVICE_V4)),
+        "{INSIDE_NAME} must resolve through the VPN's DNS: {out}"
+    );
+    assert_eq!(
+        value(&out, "outside_rc"),
+        Some("2"),
+        "{OUTSIDE_NAME} must not resolve inside: {out}"
+    );
+    assert_eq!(
+        value(&out, "nscd_socket_rc"),
+        Some("1"),
+        "/run/nscd must be hidden: {out}"
+    );
+    assert_ne!(
+        value(&out, "nscd_write_rc"),
+        Some("0"),
+        "the mask must be read-only: {out}"
+    );
+    // Inside, /etc/resolv.conf and /etc/nsswitch.conf are the namespace's files.
+    for f in ["resolv.conf", "nsswitch.conf"] {
+        let inside = ok(exec_cmd(
+            &sb,
+            None,
+            &["work", "--", "cat", &format!("/etc/{f}")],
+        ));
+        let expected = sb.read(&format!("/etc/netns/work/{f}")).expect(f);
+        assert_eq!(inside, expected, "/etc/{f} inside");
+    }
+    assert!(
+        sb.read("/etc/netns/work/resolv.conf")
+            .unwrap()
+            .contains(&format!("nameserver {PUSHED_DNS}"))
+    );
+    assert!(
+        sb.read("/etc/netns/work/nsswitch.conf")
+            .unwrap()
+            .contains("hosts: files dns\n")
+    );
+    // The host's view is unchanged.
+    assert_eq!(
+        sb.must("cat /etc/resolv.conf"),
+        format!("nameserver {HOST_DNS}\n")
+    );
+}
+
+/// An HTTP server behind the VPN that logs each request line with the peer address.
+fn start_page_server(sb: &Sandbox) -> (Proc, PathBuf) {
+    let log = sb.dir().join("page-requests.txt");
+    let script = sb.dir().join("page.sh");
+    fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\nread -r line\necho \"$line from $SOCAT_PEERADDR\" >> {log}\n\
+             while read -r h; do case \"$h\" in ''|\"$(printf '\\r')\") break;; esac; done\n\
+             printf 'HTTP/1.0 200 OK\\r\\nContent-Type: text/html\\r\\nConnection: close\\r\\n\\r\\n'\n\
+             printf '<html><body><h1>only behind the VPN</h1></body></html>\\n'\n",
+            log = log.display()
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(&script, fs::Permissions::from_mode(0o755)).unwrap();
+    let mut c = sb.ns_cmd(SERVER_NS, "socat");
+    c.arg(format!(
+        "TCP4-LISTEN:{PAGE_PORT},bind={SERVICE_V4},reuseaddr,fork"
+    ))
+    .arg(format!("EXEC:{}", script.display()));
+    let p = sb.spawn("page-server", c);
+    wait_until(Duration::from_secs(10), || {
+        sandbox::run(sb.ns_cmd(SERVER_NS, "curl").args([
+            "-sS",
+            "--max-time",
+            "2",
+            &format!("http://{SERVICE_V4}:{PAGE_PORT}/probe"),
+        ]))
+    })
+    .unwrap_or_else(|e| panic!("page server not answering: {e}"));
+    (p, log)
+}
+
+#[test]
+fn headless_browser_fetches_a_page_only_behind_the_vpn() {
+    if !require_root("headless_browser_fetches_a_page_only_behind_the_vpn") {
+        return;
+    }
+    let u = TestUser::create();
+    let (sb, _srv, _client) = connected("exec-browser", "type = \"openvpn\"\n");
+    let (_page, log) = start_page_server(&sb);
+    let url = format!(
+        "http://{SERVICE_V4}:{PAGE_PORT}/vpn-page-{}",
+        std::process::id()
+    );
+    let work = u.owned_dir(&sb, "browser");
+    let profile = work.join("profile");
+    let shot = work.join("shot.png");
+    fs::create_dir_all(&profile).unwrap();
+    std::os::unix::fs::chown(&profile, Some(u.uid), Some(u.gid)).unwrap();
+    let (profile_s, shot_s) = (profile.display().to_string(), shot.display().to_string());
+    let c = exec_cmd(
+        &sb,
+        None,
+        &[
+            "-u",
+            &u.name,
+            "work",
+            "--",
+            "firefox-esr",
+            "--headless",
+            "--no-remote",
+            "--profile",
+            &profile_s,
+            "--screenshot",
+            &shot_s,
+            &url,
+        ],
+    );
+    let mut browser = sb.spawn("firefox", c);
+    let status = browser
+        .wait_exit(Duration::from_secs(180))
+        .unwrap_or_else(|| panic!("firefox did not finish in 180 s: {}", browser.log_text()));
+    assert!(
+        status.success(),
+        "firefox failed ({status}): {}",
+        browser.log_text()
+    );
+    let png = fs::read(&shot)
+        .unwrap_or_else(|e| panic!("no screenshot {shot_s}: {e}; {}", browser.log_text()));
+    assert!(png.starts_with(b"\x89PNG"), "not a PNG: {shot_s}");
+    assert_eq!(
+        fs::metadata(&shot).unwrap().uid(),
+        u.uid,
+        "the screenshot is written as the user"
+    );
+    let path = url
+        .split(&format!(":{PAGE_PORT}"))
+        .nth(1)
+        .unwrap()
+        .to_owned();
+    let requests = fs::read_to_string(&log).unwrap_or_default();
+    let fetched: Vec<&str> = requests
+        .lines()
+        .filter(|l| l.contains(&format!("GET {path} ")))
+        .collect();
+    assert_eq!(
+        fetched.len(),
+        1,
+        "the browser must fetch the page once: {requests}"
+    );
+    assert!(
+        fetched[0].contains("from 100.64.0."),
+        "fetched through the tunnel: {requests}"
+    );
+    // The same URL from the host namespace: no route, nothing reaches the server.
+    let host = output({
+        let mut c = sb.cmd("curl");
+        c.args(["-sS", "--max-time", "5", &url]);
+        c
+    });
+    assert!(
+        !host.status.success(),
+        "the page must not be reachable from the host namespace"
+    );
+    let after = fs::read_to_string(&log).unwrap_or_default();
+    assert_eq!(
+        after
+            .lines()
+            .filter(|l| l.contains(&format!("GET {path} ")))
+            .count(),
+        1,
+        "{after}"
+    );
+}
