@@ -21,6 +21,7 @@ use nix::errno::Errno;
 use crate::commands::UsageError;
 use crate::config::Connection;
 use crate::netns;
+use crate::spec::NetnsName;
 
 use self::env::Account;
 use self::policy::{Invoker, TargetSpec, Who};
@@ -57,48 +58,8 @@ pub fn run(req: &Request) -> anyhow::Result<NotStarted> {
         )
         .into());
     }
-    let ruid = nix::unistd::getuid().as_raw();
-    let inv = policy::invoker(ruid, |k| std::env::var(k).ok()).map_err(UsageError)?;
-    let spec = policy::target(&inv, req.user).map_err(UsageError)?;
-    let (inv_account, inv_gid) = invoker_account(&inv)?;
-    let inv_groups = identity::groups(&inv_account, inv_gid)?;
-    policy::allowed(
-        &conn.path,
-        &conn.name,
-        conn.exec.as_ref(),
-        &inv,
-        &inv_account.name,
-        &inv_groups,
-        identity::group_gid,
-    )
-    .map_err(UsageError)?;
-    let (target, gid, groups) = match spec {
-        TargetSpec::Invoker => (inv_account, inv_gid, inv_groups),
-        TargetSpec::Named(name) => {
-            let a = identity::by_name(&name)?
-                .ok_or_else(|| UsageError(format!("-u {name}: no such user")))?;
-            let groups = identity::groups(&a, a.gid)?;
-            (a.clone(), a.gid, groups)
-        }
-    };
-    let ns = match (wait::up_netns(&conn.name)?, req.wait) {
-        (Some(ns), _) => ns,
-        (None, false) => anyhow::bail!(
-            "connection {} is not up (namespace {} has no live tunnel); bring it up first \
-             (start its VPN client, or `vpn-ns up {}`), or pass --wait to wait for it",
-            conn.name,
-            conn.netns,
-            conn.name
-        ),
-        (None, true) => wait::until_up(&conn.name, conn.netns_timeout)?.with_context(|| {
-            format!(
-                "connection {} did not come up within {} ms (netns-timeout in {})",
-                conn.name,
-                conn.netns_timeout.as_millis(),
-                conn.path.display()
-            )
-        })?,
-    };
+    let (target, gid, groups) = identity_for(conn, req.user)?;
+    let ns = live_netns(conn, req.wait)?;
     let ns_file = netns::open(&ns)?;
     warn_browser(req.cmd, target.uid, &ns_file);
     let (env, warnings) = env::build(std::env::vars_os(), &target, |p| p.exists());
@@ -135,6 +96,59 @@ pub fn run(req: &Request) -> anyhow::Result<NotStarted> {
     }
     .context("cannot restore SIGPIPE")?;
     Ok(exec_search(&argv, &envp, &path_var))
+}
+
+/// The account to run as, its primary gid and groups, once `[exec]` allowed the
+/// invoker. All lookups happen here, while NSS still reads the host's files.
+fn identity_for(conn: &Connection, user: Option<&str>) -> anyhow::Result<(Account, u32, Vec<u32>)> {
+    let ruid = nix::unistd::getuid().as_raw();
+    let inv = policy::invoker(ruid, |k| std::env::var(k).ok()).map_err(UsageError)?;
+    let spec = policy::target(&inv, user).map_err(UsageError)?;
+    let (inv_account, inv_gid) = invoker_account(&inv)?;
+    let inv_groups = identity::groups(&inv_account, inv_gid)?;
+    policy::allowed(
+        &conn.path,
+        &conn.name,
+        conn.exec.as_ref(),
+        &inv,
+        &inv_account.name,
+        &inv_groups,
+        identity::group_gid,
+    )
+    .map_err(UsageError)?;
+    match spec {
+        TargetSpec::Invoker => Ok((inv_account, inv_gid, inv_groups)),
+        TargetSpec::Named(name) => {
+            let a = identity::by_name(&name)?
+                .ok_or_else(|| UsageError(format!("-u {name}: no such user")))?;
+            let (gid, groups) = (a.gid, identity::groups(&a, a.gid)?);
+            Ok((a, gid, groups))
+        }
+    }
+}
+
+/// The connection's namespace once it is up: now, or (with `--wait`) within netns-timeout.
+fn live_netns(conn: &Connection, wait: bool) -> anyhow::Result<NetnsName> {
+    if let Some(ns) = wait::up_netns(&conn.name)? {
+        return Ok(ns);
+    }
+    if !wait {
+        anyhow::bail!(
+            "connection {} is not up (namespace {} has no live tunnel); bring it up first \
+             (start its VPN client, or `vpn-ns up {}`), or pass --wait to wait for it",
+            conn.name,
+            conn.netns,
+            conn.name
+        );
+    }
+    wait::until_up(&conn.name, conn.netns_timeout)?.with_context(|| {
+        format!(
+            "connection {} did not come up within {} ms (netns-timeout in {})",
+            conn.name,
+            conn.netns_timeout.as_millis(),
+            conn.path.display()
+        )
+    })
 }
 
 /// The invoker's account and the gid to run with (sudo's SUDO_GID if given).

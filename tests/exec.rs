@@ -6,7 +6,6 @@
 use vpn_ns_testkit as common;
 
 use std::fs;
-use std::os::unix::fs::MetadataExt;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -29,7 +28,7 @@ fn exec_runs_as_the_invoking_user_with_the_session_environment() {
     use_system_conf(&sb);
     let script = "printf 'uid=%s\\ngid=%s\\ngroups=%s\\n' \"$(id -u)\" \"$(id -g)\" \"$(id -G)\"; \
         echo netns=$(readlink /proc/self/ns/net); echo pwd=$(pwd); echo hostname=$(hostname); \
-        grep -E '^(Uid|Gid|CapPrm|CapEff|CapAmb):' /proc/self/status | tr -s '\\t ' ' ' | sed 's/: /=/'; \
+        grep -E '^(Uid|Gid|CapPrm|CapEff|CapAmb|SigIgn):' /proc/self/status | tr -s '\\t ' ' ' | sed 's/: /=/'; \
         echo regain=$(perl -MPOSIX -e 'print POSIX::setuid(0) ? q(yes) : q(no)'); \
         echo service=$(socat -T2 -u TCP:203.0.113.1:8080,connect-timeout=2 STDOUT); env";
     let mut c = exec_cmd(&sb, Some(&u), &["work", "--", "sh", "-c", script]);
@@ -75,6 +74,13 @@ fn exec_runs_as_the_invoking_user_with_the_session_environment() {
     for cap in ["CapPrm", "CapEff", "CapAmb"] {
         assert_eq!(value(&out, cap), Some("0000000000000000"), "{cap}: {out}");
     }
+    // vpn-ns (Rust) ignores SIGPIPE; the command must get the default back (bit 13-1).
+    let ignored = u64::from_str_radix(value(&out, "SigIgn").expect("SigIgn"), 16).unwrap();
+    assert_eq!(
+        ignored & (1 << 12),
+        0,
+        "SIGPIPE is ignored in the command: {out}"
+    );
     assert_eq!(
         value(&out, "regain"),
         Some("no"),

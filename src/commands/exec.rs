@@ -25,3 +25,43 @@ pub fn exec(
     eprintln!("vpn-ns: {}", failed.message);
     Ok(ExitCode::from(failed.code))
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use crate::cli::{Cli, Command};
+
+    #[test]
+    fn everything_after_the_double_dash_is_the_command() {
+        let cli = Cli::try_parse_from([
+            "vpn-ns",
+            "exec",
+            "-u",
+            "al",
+            "--wait",
+            "work",
+            "--",
+            "firefox",
+            "-no-remote",
+            "-P",
+            "vpn",
+        ])
+        .unwrap();
+        let Command::Exec {
+            conn,
+            user,
+            wait,
+            cmd,
+        } = cli.command
+        else {
+            panic!("not exec: {:?}", cli.command);
+        };
+        assert_eq!(conn, "work");
+        assert_eq!(user.as_deref(), Some("al"));
+        assert!(wait);
+        assert_eq!(cmd, ["firefox", "-no-remote", "-P", "vpn"]);
+        assert!(Cli::try_parse_from(["vpn-ns", "exec", "work"]).is_err());
+        assert!(Cli::try_parse_from(["vpn-ns", "exec", "work", "--"]).is_err());
+    }
+}
