@@ -30,6 +30,7 @@ fn exec_runs_as_the_invoking_user_with_the_session_environment() {
         echo netns=$(readlink /proc/self/ns/net); echo pwd=$(pwd); echo hostname=$(hostname); \
         grep -E '^(Uid|Gid|CapPrm|CapEff|CapAmb|SigIgn):' /proc/self/status | tr -s '\\t ' ' ' | sed 's/: /=/'; \
         echo regain=$(perl -MPOSIX -e 'print POSIX::setuid(0) ? q(yes) : q(no)'); \
+        echo sysnet=$(ls /sys/class/net); \
         echo service=$(socat -T2 -u TCP:203.0.113.1:8080,connect-timeout=2 STDOUT); env";
     let mut c = exec_cmd(&sb, Some(&u), &["work", "--", "sh", "-c", script]);
     c.env("DISPLAY", ":7")
@@ -92,6 +93,16 @@ fn exec_runs_as_the_invoking_user_with_the_session_environment() {
         "{out}"
     );
     assert_eq!(value(&out, "service"), Some(SERVICE_REPLY), "{out}");
+    // A fresh sysfs: the namespace's devices, not the host's.
+    let sysnet: Vec<&str> = value(&out, "sysnet").unwrap().split_whitespace().collect();
+    assert!(
+        sysnet.contains(&"lo") && sysnet.len() == 2,
+        "/sys/class/net: {out}"
+    );
+    assert!(
+        !sysnet.contains(&"uplink"),
+        "/sys/class/net shows the host: {out}"
+    );
     let home = u.home().display().to_string();
     assert_eq!(value(&out, "pwd"), Some(home.as_str()), "{out}");
     assert_eq!(value(&out, "HOME"), Some(home.as_str()), "{out}");
