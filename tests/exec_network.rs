@@ -22,77 +22,92 @@ const OUTSIDE_NAME: &str = "outside.example";
 const OUTSIDE_ADDR: &str = "192.0.2.99";
 const PAGE_PORT: u16 = 8081;
 
-#[test]
-fn exec_resolves_only_through_the_vpn() {
-    if !require_root("exec_resolves_only_through_the_vpn") {
-        return;
-    }
-    let u = TestUser::create();
-    let (sb, _srv, _client) = connected("exec-dns", "type = \"openvpn\"\n");
-    // The VPN's DNS server, reachable only through the tunnel.
+/// The two resolvers: dnsmasq behind the VPN (on the pushed DNS address, which lives
+/// on `lo` of the server namespace) knowing only INSIDE_NAME, and dnsmasq on the sandbox
+/// host knowing only OUTSIDE_NAME.
+struct Resolvers {
+    _vpn: Proc,
+    _host: Proc,
+}
+
+fn dnsmasq(
+    sb: &Sandbox,
+    mut cmd: std::process::Command,
+    name: &str,
+    listen: &str,
+    answer: &str,
+) -> Proc {
+    cmd.args([
+        "--keep-in-foreground",
+        "--no-resolv",
+        "--no-hosts",
+        "--conf-file=/dev/null",
+        "--bind-interfaces",
+        "--user=root",
+        "--log-queries",
+        "--log-facility=-",
+    ])
+    .arg(format!(
+        "--pid-file={}",
+        sb.dir().join(format!("{name}.pid")).display()
+    ))
+    .arg(format!("--listen-address={listen}"))
+    .arg(format!("--address={answer}"));
+    sb.spawn(name, cmd)
+}
+
+fn start_resolvers(sb: &Sandbox) -> Resolvers {
     sb.must(&format!(
         "ip -n {SERVER_NS} addr add {PUSHED_DNS}/32 dev lo"
     ));
-    let pid = |n: &str| sb.dir().join(format!("{n}.pid")).display().to_string();
-    let mut vpn_dns = sb.ns_cmd(SERVER_NS, "dnsmasq");
-    vpn_dns.args([
-        "--keep-in-foreground",
-        "--no-resolv",
-        "--no-hosts",
-        "--conf-file=/dev/null",
-        "--bind-interfaces",
-        "--user=root",
-        "--log-queries",
-        "--log-facility=-",
-        &format!("--pid-file={}", pid("dns-vpn")),
-        &format!("--listen-address={PUSHED_DNS}"),
-        &format!("--address=/{INSIDE_NAME}/{SERVICE_V4}"),
-    ]);
-    let _vpn_dns = sb.spawn("dnsmasq-vpn", vpn_dns);
-    // The host's resolver, answering a name the VPN does not know.
-    let mut host_dns = sb.cmd("dnsmasq");
-    host_dns.args([
-        "--keep-in-foreground",
-        "--no-resolv",
-        "--no-hosts",
-        "--conf-file=/dev/null",
-        "--bind-interfaces",
-        "--user=root",
-        "--log-queries",
-        "--log-facility=-",
-        &format!("--pid-file={}", pid("dns-host")),
-        &format!("--listen-address={HOST_DNS}"),
-        &format!("--address=/{OUTSIDE_NAME}/{OUTSIDE_ADDR}"),
-    ]);
-    let _host_dns = sb.spawn("dnsmasq-host", host_dns);
-    let resolv = sb.dir().join("host-resolv.conf");
-    fs::write(&resolv, format!("nameserver {HOST_DNS}\n")).unwrap();
-    sb.must(&format!(
-        "mount --bind {} /etc/resolv.conf",
-        resolv.display()
-    ));
-    // A host resolver socket that must be hidden inside (nscd's place).
-    let _nscd = MountPoint::new("/run/nscd");
-    sb.must("mount -t tmpfs -o size=64k test-nscd /run/nscd && touch /run/nscd/socket");
+    let vpn = dnsmasq(
+        sb,
+        sb.ns_cmd(SERVER_NS, "dnsmasq"),
+        "dnsmasq-vpn",
+        PUSHED_DNS,
+        &format!("/{INSIDE_NAME}/{SERVICE_V4}"),
+    );
+    let host = dnsmasq(
+        sb,
+        sb.cmd("dnsmasq"),
+        "dnsmasq-host",
+        HOST_DNS,
+        &format!("/{OUTSIDE_NAME}/{OUTSIDE_ADDR}"),
+    );
+    Resolvers {
+        _vpn: vpn,
+        _host: host,
+    }
+}
 
-    // The host resolver is live: the host finds the outside name.
-    let host_answer = wait_until(Duration::from_secs(10), || {
+/// The host resolver is live: the sandbox host finds the outside name.
+fn assert_host_resolves(sb: &Sandbox) {
+    let answer = wait_until(Duration::from_secs(10), || {
         sandbox::run(sb.cmd("getent").args(["hosts", OUTSIDE_NAME]))
     })
     .unwrap_or_else(|e| panic!("the host-side resolver does not answer: {e}"));
-    assert!(host_answer.contains(OUTSIDE_ADDR), "{host_answer}");
+    assert!(answer.contains(OUTSIDE_ADDR), "{answer}");
+}
 
+/// Lookups and the resolver directory `mask` as seen by `vpn-ns exec -u USER`; returns
+/// the script's output and vpn-ns's stderr.
+fn dns_inside(sb: &Sandbox, u: &TestUser, mask: &str) -> (String, String) {
     let script = format!(
         "echo inside=$(getent hosts {INSIDE_NAME}); \
          getent hosts {OUTSIDE_NAME}; echo outside_rc=$?; \
-         test -e /run/nscd/socket; echo nscd_socket_rc=$?; \
-         touch /run/nscd/x 2>/dev/null; echo nscd_write_rc=$?"
+         echo mask=$(ls -A {mask}); \
+         touch {mask}/x 2>/dev/null; echo mask_write_rc=$?"
     );
-    let out = ok(exec_cmd(
-        &sb,
+    let o = output(exec_cmd(
+        sb,
         None,
         &["-u", &u.name, "work", "--", "sh", "-c", &script],
     ));
+    let (out, err) = (
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    );
+    assert!(o.status.success(), "exec failed ({}): {err}{out}", o.status);
     assert!(
         value(&out, "inside").is_some_and(|v| v.starts_with(SERVICE_V4)),
         "{INSIDE_NAME} must resolve through the VPN's DNS: {out}"
@@ -102,37 +117,116 @@ fn exec_resolves_only_through_the_vpn() {
         Some("2"),
         "{OUTSIDE_NAME} must not resolve inside: {out}"
     );
-    assert_eq!(
-        value(&out, "nscd_socket_rc"),
-        Some("1"),
-        "/run/nscd must be hidden: {out}"
-    );
     assert_ne!(
-        value(&out, "nscd_write_rc"),
+        value(&out, "mask_write_rc"),
         Some("0"),
-        "the mask must be read-only: {out}"
+        "{mask} must be read-only inside: {out}"
     );
-    // Inside, /etc/resolv.conf and /etc/nsswitch.conf are the namespace's files.
+    (out, err)
+}
+
+/// Inside, /etc/resolv.conf and /etc/nsswitch.conf are the namespace's files.
+fn assert_etc_overlaid(sb: &Sandbox) {
     for f in ["resolv.conf", "nsswitch.conf"] {
         let inside = ok(exec_cmd(
-            &sb,
+            sb,
             None,
             &["work", "--", "cat", &format!("/etc/{f}")],
         ));
         let expected = sb.read(&format!("/etc/netns/work/{f}")).expect(f);
         assert_eq!(inside, expected, "/etc/{f} inside");
     }
+    let resolv = sb.read("/etc/netns/work/resolv.conf").unwrap();
     assert!(
-        sb.read("/etc/netns/work/resolv.conf")
-            .unwrap()
-            .contains(&format!("nameserver {PUSHED_DNS}"))
+        resolv.contains(&format!("nameserver {PUSHED_DNS}")),
+        "{resolv}"
     );
-    assert!(
-        sb.read("/etc/netns/work/nsswitch.conf")
-            .unwrap()
-            .contains("hosts: files dns\n")
+    let nss = sb.read("/etc/netns/work/nsswitch.conf").unwrap();
+    assert!(nss.contains("hosts: files dns\n"), "{nss}");
+}
+
+#[test]
+fn exec_resolves_only_through_the_vpn() {
+    if !require_root("exec_resolves_only_through_the_vpn") {
+        return;
+    }
+    let u = TestUser::create();
+    let (sb, _srv, _client) = connected("exec-dns", "type = \"openvpn\"\n");
+    let _dns = start_resolvers(&sb);
+    let resolv = sb.dir().join("host-resolv.conf");
+    fs::write(&resolv, format!("nameserver {HOST_DNS}\n")).unwrap();
+    sb.must(&format!(
+        "mount --bind {} /etc/resolv.conf",
+        resolv.display()
+    ));
+    // A host resolver socket that must be hidden inside (nscd's place).
+    let _nscd = MountPoint::new("/run/nscd");
+    sb.must("mount -t tmpfs -o size=64k test-nscd /run/nscd && touch /run/nscd/socket");
+    assert_host_resolves(&sb);
+
+    let (out, _) = dns_inside(&sb, &u, "/run/nscd");
+    assert_eq!(
+        value(&out, "mask"),
+        Some(""),
+        "/run/nscd must be hidden: {out}"
     );
+    assert_etc_overlaid(&sb);
     // The host's view is unchanged.
+    assert_eq!(
+        sb.must("cat /etc/resolv.conf"),
+        format!("nameserver {HOST_DNS}\n")
+    );
+}
+
+/// The common desktop layout: /etc/resolv.conf is a symlink to systemd-resolved's stub
+/// file, whose directory also holds resolved's socket. Inside, the link must lead to the
+/// VPN's resolv.conf and the socket must be gone.
+#[test]
+fn exec_overlays_a_resolv_conf_symlinked_into_systemd_resolved() {
+    if !require_root("exec_overlays_a_resolv_conf_symlinked_into_systemd_resolved") {
+        return;
+    }
+    let u = TestUser::create();
+    let _resolved = MountPoint::new("/run/systemd/resolve");
+    let sb = Sandbox::new("exec-resolved");
+    // Inside the sandbox only: /etc becomes a copy with resolved's symlink (and a fresh
+    // tmpfs on /etc/netns again), and resolved's directory holds a stub file pointing
+    // to the host resolver and a stand-in for its socket.
+    sb.must(&format!(
+        "set -e
+         cp -a /etc {d}/etc
+         ln -sfn /run/systemd/resolve/stub-resolv.conf {d}/etc/resolv.conf
+         mount --bind {d}/etc /etc
+         mount -t tmpfs -o mode=0755,size=16m vpn-ns-test /etc/netns
+         mount -t tmpfs -o mode=0755,size=64k test-resolved /run/systemd/resolve
+         echo 'nameserver {HOST_DNS}' > /run/systemd/resolve/stub-resolv.conf
+         touch /run/systemd/resolve/io.systemd.Resolve",
+        d = sb.dir().display()
+    ));
+    let _srv = sb.start_server(&ServerOptions::default());
+    sb.write_conn("work", "type = \"openvpn\"\n");
+    let mut client = sb.start_client("work", &ClientOptions::default());
+    client
+        .wait_connected(CONNECT)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let _dns = start_resolvers(&sb);
+    assert_host_resolves(&sb);
+
+    let (out, err) = dns_inside(&sb, &u, "/run/systemd/resolve");
+    assert_eq!(
+        value(&out, "mask"),
+        Some("stub-resolv.conf"),
+        "only the overlaid stub file may be visible in resolved's directory: {out}"
+    );
+    assert!(!err.contains("dangling"), "{err}");
+    assert_etc_overlaid(&sb);
+    let link = ok(exec_cmd(
+        &sb,
+        None,
+        &["work", "--", "readlink", "/etc/resolv.conf"],
+    ));
+    assert_eq!(link.trim(), "/run/systemd/resolve/stub-resolv.conf");
+    // The sandbox host still resolves through resolved's stub file.
     assert_eq!(
         sb.must("cat /etc/resolv.conf"),
         format!("nameserver {HOST_DNS}\n")

@@ -175,25 +175,28 @@ pub fn value<'a>(out: &'a str, key: &str) -> Option<&'a str> {
         .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
 }
 
-/// A directory on the real host that a test needs as a mount point; removed on drop
-/// when the test created it.
-pub struct MountPoint(Option<PathBuf>);
+/// A directory on the real host that a test needs as a mount point (it mounts over it
+/// inside its sandbox only); the directories it had to create are removed on drop.
+pub struct MountPoint(Vec<PathBuf>);
 
 impl MountPoint {
     pub fn new(p: &str) -> MountPoint {
-        let p = Path::new(p);
-        if p.exists() {
-            return MountPoint(None);
+        let mut created = Vec::new();
+        let mut cur = Some(Path::new(p));
+        while let Some(d) = cur.filter(|d| !d.exists()) {
+            created.push(d.to_owned());
+            cur = d.parent();
         }
-        fs::create_dir_all(p).unwrap_or_else(|e| panic!("cannot create {}: {e}", p.display()));
-        MountPoint(Some(p.to_owned()))
+        fs::create_dir_all(p).unwrap_or_else(|e| panic!("cannot create {p}: {e}"));
+        MountPoint(created)
     }
 }
 
 impl Drop for MountPoint {
     fn drop(&mut self) {
-        if let Some(p) = &self.0 {
-            let _ = fs::remove_dir(p);
+        // Deepest first; a directory something else started using stays.
+        for d in &self.0 {
+            let _ = fs::remove_dir(d);
         }
     }
 }
