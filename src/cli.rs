@@ -43,6 +43,45 @@ pub enum Command {
     /// Entry points for VPN clients' scripts (OpenVPN --up/--down)
     #[command(subcommand)]
     Hook(HookCommand),
+    /// Bring a connection up: start OpenVPN with the vpn-ns hook flags and wait until
+    /// the namespace is ready (within netns-timeout)
+    Up {
+        /// Connection name (file <config-dir>/<CONN>.toml)
+        #[arg(value_name = "CONN")]
+        conn: String,
+        /// Stay in the foreground with the VPN program as a child (for systemd units)
+        #[arg(long)]
+        foreground: bool,
+    },
+    /// Take a connection down: stop its VPN program and wait for the teardown
+    Down {
+        /// Connection name
+        #[arg(value_name = "CONN")]
+        conn: String,
+        /// Also remove a persistent namespace (refused while processes run inside)
+        #[arg(long)]
+        purge: bool,
+        /// With --purge: terminate the processes still inside the namespace
+        #[arg(long, requires = "purge")]
+        kill: bool,
+    },
+    /// Validate connection files and the host (tun, namespaces, WireGuard, OpenVPN);
+    /// exit 2 when something is wrong
+    Check {
+        /// Only this connection (default: all in the config directory)
+        #[arg(value_name = "CONN")]
+        conn: Option<String>,
+    },
+    /// Move an already-configured device into CONN's namespace, keeping its addresses
+    /// and routes (type = "device" connections)
+    Adopt {
+        /// Connection name
+        #[arg(value_name = "CONN")]
+        conn: String,
+        /// The device in the host namespace (e.g. tun0, NetworkManager's VPN_IP_IFACE)
+        #[arg(value_name = "DEVICE")]
+        device: String,
+    },
     /// Run a command inside a connection's namespace, as the invoking user
     Exec {
         /// Connection name (file <config-dir>/<CONN>.toml)

@@ -1,5 +1,7 @@
 //! vpn-ns: parse the command line, run one command, map its error to an exit code.
 
+mod adopt;
+mod check;
 mod cli;
 mod commands;
 mod config;
@@ -9,6 +11,7 @@ mod lifecycle;
 mod netlink;
 mod netns;
 mod openvpn;
+mod procs;
 mod spec;
 mod state;
 

@@ -33,8 +33,9 @@ pub enum NetlinkError {
     #[error("{op}: {}", describe(.error))]
     Request {
         op: String,
-        // Not a `source`: `describe` already says what the kernel said, once.
-        error: rtnetlink::Error,
+        // Not a `source`: `describe` already says what the kernel said, once. Boxed:
+        // a netlink message is large and this error travels up every Result.
+        error: Box<rtnetlink::Error>,
     },
     #[error("device {name} did not appear within {} ms", .timeout.as_millis())]
     Timeout { name: String, timeout: Duration },
@@ -54,10 +55,10 @@ impl NetlinkError {
     /// The kernel's errno for a failed request, if that is what this is.
     pub fn errno(&self) -> Option<i32> {
         match self {
-            NetlinkError::Request {
-                error: rtnetlink::Error::NetlinkError(m),
-                ..
-            } => m.code.map(|c| -c.get()),
+            NetlinkError::Request { error, .. } => match error.as_ref() {
+                rtnetlink::Error::NetlinkError(m) => m.code.map(|c| -c.get()),
+                _ => None,
+            },
             _ => None,
         }
     }
@@ -65,7 +66,10 @@ impl NetlinkError {
 
 fn req(op: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> NetlinkError {
     let op = op.into();
-    move |error| NetlinkError::Request { op, error }
+    move |error| NetlinkError::Request {
+        op,
+        error: Box::new(error),
+    }
 }
 
 /// What we need to know about a link.

@@ -41,6 +41,8 @@ fn io_err(op: &'static str, path: &Path) -> impl FnOnce(io::Error) -> StateError
 #[serde(rename_all = "kebab-case")]
 pub enum Origin {
     OpenvpnHook,
+    /// `vpn-ns adopt`: a device configured by someone else; down restores it in the host.
+    Adopt,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,7 +1,11 @@
 //! One module per subcommand; this module resolves what they share.
 
+mod adopt;
+mod check;
+mod down;
 mod exec;
 mod hook;
+mod up;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -17,6 +21,10 @@ pub struct UsageError(pub String);
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match &cli.command {
         Command::Hook(HookCommand::Openvpn { conn, .. }) => hook::openvpn(&cli.global, conn),
+        Command::Up { conn, foreground } => up::run(&cli.global, conn, *foreground),
+        Command::Down { conn, purge, kill } => down::run(&cli.global, conn, *purge, *kill),
+        Command::Check { conn } => check::run(&cli.global, conn.as_deref()),
+        Command::Adopt { conn, device } => adopt::run(&cli.global, conn, device),
         Command::Exec {
             conn,
             user,
