@@ -272,6 +272,8 @@ fn headless_browser_fetches_a_page_only_behind_the_vpn() {
     if !require_root("headless_browser_fetches_a_page_only_behind_the_vpn") {
         return;
     }
+    need("firefox-esr", "firefox-esr");
+    need("curl", "curl");
     let u = TestUser::create();
     let (sb, _srv, _client) = connected("exec-browser", "type = \"openvpn\"\n");
     let (_page, log) = start_page_server(&sb);

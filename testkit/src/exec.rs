@@ -200,3 +200,14 @@ impl Drop for MountPoint {
         }
     }
 }
+
+/// Fails the test with the package to install when `prog` is not on PATH.
+pub fn need(prog: &str, package: &str) {
+    let found = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join(prog).is_file()))
+        .unwrap_or(false);
+    assert!(
+        found,
+        "{prog} is not installed; this test needs it: apt-get install -y {package}"
+    );
+}
