@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -116,4 +116,23 @@ pub enum HookCommand {
         )]
         openvpn_args: Vec<String>,
     },
+    /// wg-quick PostUp (`up`) / PreDown (`down`) hook
+    #[command(name = "wg-quick")]
+    WgQuick {
+        /// `up` from PostUp, `down` from PreDown
+        #[arg(value_enum)]
+        action: WgAction,
+        /// Connection name (file <config-dir>/<CONN>.toml)
+        #[arg(value_name = "CONN")]
+        conn: String,
+        /// The WireGuard interface (wg-quick's %i)
+        #[arg(value_name = "IFACE")]
+        iface: String,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum WgAction {
+    Up,
+    Down,
 }

@@ -14,6 +14,7 @@ mod openvpn;
 mod procs;
 mod spec;
 mod state;
+mod wireguard;
 
 use std::process::ExitCode;
 

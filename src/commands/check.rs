@@ -143,9 +143,12 @@ fn connection_problems(c: &Connection) -> Vec<String> {
                 in_path(&section.userspace),
             ));
             if let Some(p) = &section.config {
-                match std::fs::metadata(p) {
-                    Ok(_) => v.extend(file_permission_problem(p)),
-                    Err(e) => v.push(format!("{}: cannot read: {e}", p.display())),
+                match crate::wireguard::parse::load(p) {
+                    Ok(_) => {
+                        v.extend(file_permission_problem(p));
+                        v.extend(crate::wireguard::permission_warning(p));
+                    }
+                    Err(e) => v.push(e.to_string()),
                 }
             }
         }

@@ -20,6 +20,19 @@ const KILL_GRACE: Duration = Duration::from_secs(5);
 pub fn run(g: &GlobalArgs, name: &str, purge: bool, kill: bool) -> anyhow::Result<ExitCode> {
     let dir = config_dir(g)?;
     let conn = config::load(&dir, name)?;
+    if conn.kind == ConnectionType::WireGuard {
+        if purge
+            && !kill
+            && let Some(st) = state::load(&conn.name)?
+        {
+            refuse_busy_namespace(&st)?;
+        }
+        let code = super::wg::down(g, name)?;
+        if purge {
+            purge_namespace(&conn, kill)?;
+        }
+        return Ok(code);
+    }
     let Some(st) = state::load(&conn.name)? else {
         tracing::info!("{name}: not up, nothing to do");
         return Ok(ExitCode::SUCCESS);

@@ -6,6 +6,7 @@ mod down;
 mod exec;
 mod hook;
 mod up;
+pub mod wg;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -25,6 +26,11 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Down { conn, purge, kill } => down::run(&cli.global, conn, *purge, *kill),
         Command::Check { conn } => check::run(&cli.global, conn.as_deref()),
         Command::Adopt { conn, device } => adopt::run(&cli.global, conn, device),
+        Command::Hook(HookCommand::WgQuick {
+            action,
+            conn,
+            iface,
+        }) => wg::hook(&cli.global, *action, conn, iface),
         Command::Exec {
             conn,
             user,

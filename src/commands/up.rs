@@ -34,11 +34,7 @@ pub fn run(g: &GlobalArgs, name: &str, foreground: bool) -> anyhow::Result<ExitC
     let conn = config::load(&dir, name)?;
     match conn.kind {
         ConnectionType::OpenVpn => openvpn(g, &conn, foreground),
-        ConnectionType::WireGuard => Err(UsageError(format!(
-            "{}: `vpn-ns up` for WireGuard connections is not available in this build",
-            conn.path.display()
-        ))
-        .into()),
+        ConnectionType::WireGuard => super::wg::up(g, name, foreground),
         ConnectionType::Device => Err(UsageError(format!(
             "{}: a type = \"device\" connection is brought up by whatever creates the device; run `vpn-ns adopt {name} <DEVICE>` once it exists",
             conn.path.display()

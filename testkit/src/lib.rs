@@ -10,6 +10,7 @@ pub mod openvpn;
 pub mod pki;
 pub mod sandbox;
 pub mod sys;
+pub mod wireguard;
 
 use std::fs;
 use std::io::Write as _;
