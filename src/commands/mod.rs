@@ -3,6 +3,7 @@
 mod adopt;
 mod check;
 mod down;
+mod exec;
 mod hook;
 mod up;
 pub mod wg;
@@ -30,6 +31,12 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             conn,
             iface,
         }) => wg::hook(&cli.global, *action, conn, iface),
+        Command::Exec {
+            conn,
+            user,
+            wait,
+            cmd,
+        } => exec::exec(&cli.global, conn, user.as_deref(), *wait, cmd),
     }
 }
 
