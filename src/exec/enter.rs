@@ -109,14 +109,22 @@ fn mask_resolvers() -> anyhow::Result<Vec<PathBuf>> {
             continue;
         }
         let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
-        mount(
+        match mount(
             Some("vpn-ns-mask"),
             dir,
             Some("tmpfs"),
             flags,
             Some("mode=0755,size=64k"),
-        )
-        .with_context(|| format!("cannot hide host resolver directory {}", dir.display()))?;
+        ) {
+            Ok(()) => {}
+            // Removed since the check (a resolver stopping): nothing left to hide.
+            Err(nix::errno::Errno::ENOENT) => continue,
+            Err(e) => {
+                return Err(e).with_context(|| {
+                    format!("cannot hide host resolver directory {}", dir.display())
+                });
+            }
+        }
         tracing::debug!("hid {}", dir.display());
         masked.push(dir.to_owned());
     }
