@@ -82,6 +82,21 @@ pub enum Command {
         #[arg(value_name = "DEVICE")]
         device: String,
     },
+    /// Run a command inside a connection's namespace, as the invoking user
+    Exec {
+        /// Connection name (file <config-dir>/<CONN>.toml)
+        #[arg(value_name = "CONN")]
+        conn: String,
+        /// Run as USER instead of the invoking user (root only)
+        #[arg(short = 'u', long, value_name = "USER")]
+        user: Option<String>,
+        /// Wait (up to netns-timeout) for the connection to come up
+        #[arg(long)]
+        wait: bool,
+        /// The command and its arguments, after `--`
+        #[arg(last = true, required = true, value_name = "CMD")]
+        cmd: Vec<String>,
+    },
     /// What is up: namespace, device, addresses, routes, DNS, processes inside, traffic
     #[command(long_about = "What is up: namespace, device, addresses, routes, DNS, \
 processes inside, traffic counters, up since. A connection recorded as up whose namespace, \

@@ -6,6 +6,7 @@ mod cli;
 mod commands;
 mod config;
 mod dns;
+mod exec;
 mod lifecycle;
 mod netlink;
 mod netns;

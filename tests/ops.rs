@@ -93,7 +93,10 @@ fn status_and_list_match_the_live_system() {
     let sb = Sandbox::new("status");
     let _srv = sb.start_server(&ServerOptions::default());
     sb.write_conn("work", "type = \"openvpn\"\n");
-    sb.write_conn("home", "type = \"openvpn\"\nnetns-persistent = true\n");
+    sb.write_conn(
+        "home",
+        "type = \"openvpn\"\nnetns-persistent = true\nuuid = \"0F5C6A3E-8c1b-4c43-a8f5-3b1b0c6f9d21\"\n",
+    );
     let (mut client, tun) = connect(&sb, "work");
     let mut sleeper = sb.ns_cmd("work", "sleep");
     sleeper.arg("1000");
@@ -257,6 +260,8 @@ fn status_and_list_match_the_live_system() {
     assert_eq!(home["netns"], "home");
     assert_eq!(home["netns_exists"], false);
     assert_eq!(home["persistent"], true);
+    assert_eq!(home["uuid"], "0f5c6a3e-8c1b-4c43-a8f5-3b1b0c6f9d21");
+    assert_eq!(by_name("work")["uuid"], Value::Null);
     assert_eq!(home["device"], Value::Null);
     let table = vpn_ns_ok(&sb, &["list"]);
     let row = |n: &str| {

@@ -3,6 +3,7 @@
 mod adopt;
 mod check;
 mod down;
+mod exec;
 mod hook;
 mod probe;
 mod status;
@@ -34,6 +35,12 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             conn,
             iface,
         }) => wg::hook(&cli.global, *action, conn, iface),
+        Command::Exec {
+            conn,
+            user,
+            wait,
+            cmd,
+        } => exec::exec(&cli.global, conn, user.as_deref(), *wait, cmd),
         Command::Status { conn } => status::status(&cli.global, conn.as_deref()),
         Command::List => status::list(&cli.global),
         Command::Verify { conn } => verify::verify(&cli.global, conn),

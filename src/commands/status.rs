@@ -55,6 +55,8 @@ pub struct ConnStatus {
     pub name: String,
     #[serde(rename = "type")]
     pub kind: Option<ConnectionType>,
+    /// The connection file's `uuid` (what `netns-name = "uuid"` names the namespace after).
+    pub uuid: Option<String>,
     pub state: StateKind,
     pub stale_reason: Option<String>,
     pub netns: Option<String>,
@@ -367,6 +369,11 @@ fn build(e: Entry, view: Option<&NsView>, processes: Vec<ProcOut>) -> ConnStatus
     }
     ConnStatus {
         kind: e.conn.as_ref().map(|c| c.kind),
+        uuid: e
+            .conn
+            .as_ref()
+            .and_then(|c| c.uuid.as_ref())
+            .map(|u| u.as_str().to_owned()),
         state: kind,
         stale_reason,
         dns: s.map(|s| dns_of(s, netns_exists)).unwrap_or_default(),

@@ -131,6 +131,7 @@ fn conn(name: &str, st: StateKind) -> ConnStatus {
     ConnStatus {
         name: name.into(),
         kind: Some(ConnectionType::OpenVpn),
+        uuid: None,
         state: st,
         stale_reason: None,
         netns: Some(name.into()),
@@ -224,6 +225,7 @@ fn json_schema_field_names() {
     for k in [
         "name",
         "type",
+        "uuid",
         "state",
         "stale_reason",
         "netns",

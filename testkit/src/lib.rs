@@ -5,6 +5,7 @@
 //! of it, and a library's public items are not dead code.
 
 pub mod checks;
+pub mod exec;
 pub mod openvpn;
 pub mod pki;
 pub mod sandbox;
