@@ -40,11 +40,11 @@ pub struct GlobalArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Entry points for VPN clients' scripts (OpenVPN --up/--down)
+    /// Entry points for VPN clients' scripts (OpenVPN --up/--down, wg-quick PostUp/PreDown)
     #[command(subcommand)]
     Hook(HookCommand),
-    /// Bring a connection up: start OpenVPN with the vpn-ns hook flags and wait until
-    /// the namespace is ready (within netns-timeout)
+    /// Bring a connection up (OpenVPN: started with the hook flags; WireGuard: natively)
+    /// and wait until the namespace is ready (within netns-timeout)
     Up {
         /// Connection name (file <config-dir>/<CONN>.toml)
         #[arg(value_name = "CONN")]
