@@ -78,6 +78,33 @@ fn remove_record(conn: &str) -> anyhow::Result<()> {
     }
 }
 
+/// For `verify`/`status`: says that a plain connection's namespace has a direct uplink,
+/// not a tunnel, and which. `None` for other connections.
+pub fn uplink_note(st: &State) -> Option<String> {
+    let rec = load_record(&st.connection).ok().flatten();
+    let dev = st.device.as_deref().unwrap_or("?");
+    match st.origin {
+        Origin::Macvlan => Some(format!(
+            "a direct uplink, not a tunnel: {dev} is a macvlan on the host's LAN{}",
+            match rec.and_then(|r| r.lease) {
+                Some(l) => format!(" (DHCP lease from {})", l.server),
+                None => String::new(),
+            }
+        )),
+        Origin::Routed => Some(match rec {
+            Some(Record {
+                transfer: Some(t),
+                uplink: Some(u),
+                ..
+            }) => format!(
+                "a direct uplink, not a tunnel: {dev} is routed through the host (transfer {t}), masqueraded out of {u}"
+            ),
+            _ => format!("a direct uplink, not a tunnel: {dev} is routed through the host"),
+        }),
+        _ => None,
+    }
+}
+
 /// True for the connection types this module brings up.
 pub fn handles(kind: ConnectionType) -> bool {
     matches!(kind, ConnectionType::Macvlan | ConnectionType::Routed)

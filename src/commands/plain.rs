@@ -1,39 +1,25 @@
 //! `vpn-ns up` / `vpn-ns down` for the connection types without a VPN
-//! (`macvlan`, `routed`); other types are brought up by their own engines.
+//! (`macvlan`, `routed`); `up.rs`/`down.rs` dispatch here by type.
 
 use std::process::ExitCode;
 
 use anyhow::Context as _;
 use nix::sys::signal::{SigSet, Signal};
 
-use crate::cli::GlobalArgs;
-use crate::commands::{UsageError, config_dir, runtime};
-use crate::config::{self, Connection};
+use crate::commands::runtime;
+use crate::config::Connection;
 use crate::plain;
 use crate::state;
 
-fn load(g: &GlobalArgs, name: &str, verb: &str) -> anyhow::Result<Connection> {
-    let conn = config::load(&config_dir(g)?, name)?;
-    if !plain::handles(conn.kind) {
-        return Err(UsageError(format!(
-            "{}: `{verb}` of type = \"{}\" connections is not supported by this build",
-            conn.path.display(),
-            conn.kind
-        ))
-        .into());
-    }
-    Ok(conn)
-}
-
-pub fn up(g: &GlobalArgs, name: &str, foreground: bool) -> anyhow::Result<ExitCode> {
-    let conn = load(g, name, "up")?;
+pub fn up(conn: &Connection, foreground: bool) -> anyhow::Result<ExitCode> {
+    let name = &conn.name;
     // Blocked before anything changes, so a signal during up is handled after it, by down.
     let signals = foreground.then(block_stop_signals).transpose()?;
     let rt = runtime()?;
     {
         let _lock = state::lock(&conn.name)?;
         let r = rt
-            .block_on(plain::up(&conn))
+            .block_on(plain::up(conn))
             .with_context(|| format!("connection {name}: up failed, changes rolled back"))?;
         match r.already_up {
             true => tracing::info!("{name}: already up in namespace {}", r.netns),
@@ -53,7 +39,7 @@ pub fn up(g: &GlobalArgs, name: &str, foreground: bool) -> anyhow::Result<ExitCo
     if let Some(set) = signals {
         let sig = set.wait().context("cannot wait for a signal")?;
         tracing::info!("{name}: {sig}, taking the connection down");
-        return down_loaded(&conn, &rt);
+        return down_loaded(conn, &rt);
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -67,9 +53,8 @@ fn block_stop_signals() -> anyhow::Result<SigSet> {
     Ok(set)
 }
 
-pub fn down(g: &GlobalArgs, name: &str) -> anyhow::Result<ExitCode> {
-    let conn = load(g, name, "down")?;
-    down_loaded(&conn, &runtime()?)
+pub fn down(conn: &Connection) -> anyhow::Result<ExitCode> {
+    down_loaded(conn, &runtime()?)
 }
 
 fn down_loaded(conn: &Connection, rt: &tokio::runtime::Runtime) -> anyhow::Result<ExitCode> {

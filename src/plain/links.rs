@@ -103,7 +103,10 @@ fn mode(m: Mode) -> MacVlanMode {
 }
 
 fn request(op: String) -> impl FnOnce(rtnetlink::Error) -> NetlinkError {
-    move |error| NetlinkError::Request { op, error }
+    move |error| NetlinkError::Request {
+        op,
+        error: Box::new(error),
+    }
 }
 
 /// Creates a macvlan of `parent_index` (a host device) directly inside `ns`.
