@@ -187,6 +187,14 @@ fn macvlan_static_reaches_the_lan_with_its_own_address() {
     // The host namespace itself has no address on the LAN and gained none.
     assert!(sb.route_get(None, LAN_SERVER).is_err());
 
+    let verify = vpn_ns(&sb, &["verify", "office"]);
+    let text = String::from_utf8_lossy(&verify.stdout);
+    assert!(verify.status.success(), "verify failed: {text}");
+    assert!(
+        text.contains("a direct uplink, not a tunnel: lan0 is a macvlan"),
+        "{text}"
+    );
+
     // up again: a no-op that says so.
     let again = must_vpn_ns(&sb, &["up", "office"]);
     assert!(again.contains("already up"), "{again}");
@@ -299,6 +307,22 @@ fn routed_masquerades_out_of_the_uplink_and_down_restores_the_host() {
         assert!(tables.contains("table ip vpn_ns_wifi"), "{tables}");
         assert!(nft_ruleset(&sb).contains("table inet hostfw"));
         assert!(resolv(&sb, "wifi").contains("nameserver 192.0.2.53"));
+        let verify = vpn_ns(&sb, &["verify", "wifi"]);
+        let text = String::from_utf8_lossy(&verify.stdout);
+        assert!(verify.status.success(), "verify failed: {text}");
+        assert!(text.contains("masqueraded out of wan0"), "{text}");
+        // An app started with `vpn-ns exec` goes out the same way.
+        let far = format!("TCP:{}:{PEER_PORT},connect-timeout=2", WAN.far);
+        let out = vpn_ns(
+            &sb,
+            &["exec", "wifi", "--", "socat", "-T2", "-u", &far, "STDOUT"],
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            WAN.host,
+            "exec: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
 
         must_vpn_ns(&sb, &["down", "wifi"]);
         assert_gone(&sb, "wifi", "wifi");
