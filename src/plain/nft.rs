@@ -9,6 +9,7 @@
 //!   `ip daddr <transfer> iifname != <uplink> drop`, so the namespace reaches only the
 //!   uplink, not other routed namespaces or other host interfaces, and nothing but the
 //!   uplink reaches it.
+//!
 //! Nothing outside that table is read or changed, and down deletes exactly that table.
 
 use std::io;
@@ -441,7 +442,7 @@ mod tests {
         while !d.is_empty() {
             let len = u32::from_ne_bytes(d[0..4].try_into().unwrap()) as usize;
             assert!(
-                len >= 20 && len % 4 == 0 && len <= d.len(),
+                len >= 20 && len.is_multiple_of(4) && len <= d.len(),
                 "bad length {len}"
             );
             out.push(u16::from_ne_bytes(d[4..6].try_into().unwrap()));
