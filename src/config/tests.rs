@@ -612,3 +612,17 @@ fn plain_types_bad_files() {
         }
     }
 }
+
+#[test]
+fn plain_config_examples_parse() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("config-examples");
+    for (name, kind) in [
+        ("lan", ConnectionType::Macvlan),
+        ("lte", ConnectionType::Routed),
+    ] {
+        let p = root.join(format!("{name}.toml"));
+        let text = std::fs::read_to_string(&p).unwrap();
+        let c = parse(name, &p, &text).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.kind, kind);
+    }
+}
