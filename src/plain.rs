@@ -105,6 +105,22 @@ pub fn uplink_note(st: &State) -> Option<String> {
     }
 }
 
+/// For `check`: the host device a macvlan or routed connection needs, if it is missing
+/// from the calling thread's namespace (the host's, for the main thread).
+pub fn host_device_problem(conn: &Connection) -> Option<String> {
+    let (what, dev) = match (&conn.macvlan, &conn.routed) {
+        (Some(m), _) => ("parent", m.parent.as_str()),
+        (_, Some(r)) => ("uplink", r.uplink.as_str()),
+        _ => return None,
+    };
+    match nix::net::if_::if_nametoindex(dev) {
+        Ok(_) => None,
+        Err(_) => Some(format!(
+            "{what} device {dev} does not exist in the host namespace (`ip link` lists the devices)"
+        )),
+    }
+}
+
 /// True for the connection types this module brings up.
 pub fn handles(kind: ConnectionType) -> bool {
     matches!(kind, ConnectionType::Macvlan | ConnectionType::Routed)

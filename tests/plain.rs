@@ -352,6 +352,19 @@ fn routed_with_a_missing_uplink_changes_nothing() {
     assert!(!sb.must("nft list tables").contains("vpn_ns"));
     let out = vpn_ns(&sb, &["up", "nonesuch"]);
     assert_eq!(out.status.code(), Some(2));
+
+    // `check` says so beforehand, and is content once the device exists.
+    let out = vpn_ns(&sb, &["check", "wifi"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(2), "{text}");
+    assert!(
+        text.contains("wifi: uplink device wlan9 does not exist"),
+        "{text}"
+    );
+    sb.must("ip link add wlan9 type veth peer name wlan9p");
+    let out = vpn_ns(&sb, &["check", "wifi"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
 }
 
 /// `from` cannot open a TCP connection to `to_ns`'s listener at `addr`.
@@ -421,7 +434,20 @@ fn plain_and_vpn_namespaces_side_by_side_do_not_see_each_other() {
     }
 
     expect_ok(client.stop());
-    for conn in ["r1", "r2", "m1"] {
+    must_vpn_ns(&sb, &["down", "r1"]);
+    assert_gone(&sb, "r1", "r1");
+    // r2 still needs forwarding and its NAT: the first down must not take them.
+    assert_eq!(ip_forward(&sb), "1");
+    assert_eq!(
+        sb.tcp_get(Some("r2"), WAN2.far, PEER_PORT).as_deref(),
+        Ok(WAN2.host)
+    );
+    let tables = sb.must("nft list tables");
+    assert!(
+        !tables.contains("vpn_ns_r1") && tables.contains("vpn_ns_r2"),
+        "{tables}"
+    );
+    for conn in ["r2", "m1"] {
         must_vpn_ns(&sb, &["down", conn]);
         assert_gone(&sb, conn, conn);
     }

@@ -152,8 +152,10 @@ fn connection_problems(c: &Connection) -> Vec<String> {
                 }
             }
         }
-        // Their devices are looked up at up, which names a missing one.
-        ConnectionType::Device | ConnectionType::Macvlan | ConnectionType::Routed => {}
+        ConnectionType::Macvlan | ConnectionType::Routed => {
+            v.extend(crate::plain::host_device_problem(c));
+        }
+        ConnectionType::Device => {}
     }
     v
 }
