@@ -367,6 +367,41 @@ fn routed_with_a_missing_uplink_changes_nothing() {
     assert_eq!(out.status.code(), Some(0), "{text}");
 }
 
+#[test]
+fn routed_failing_late_rolls_everything_back() {
+    if !require_root("routed_failing_late_rolls_everything_back") {
+        return;
+    }
+    let sb = Sandbox::new("routed-rollback");
+    let _far = setup_wan(&sb, &WAN);
+    sb.write_conn(
+        "wifi",
+        "type = \"routed\"\n[routed]\nuplink = \"wan0\"\n[dns]\nservers = [\"192.0.2.53\"]\n",
+    );
+    // A file where the namespace's /etc directory must go: the DNS step, after the
+    // veth pair, forwarding and NAT are in place, fails.
+    sb.must("mkdir -p /etc/netns && touch /etc/netns/wifi");
+    let ruleset = nft_ruleset(&sb);
+    let host_links = sb.links_in(None);
+    let out = vpn_ns(&sb, &["up", "wifi"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("changes rolled back") && err.contains("cannot write DNS files"),
+        "{err}"
+    );
+    assert_eq!(sb.netns_list(), [ISP]);
+    assert_eq!(sb.links_in(None), host_links, "the veth pair is left");
+    assert_eq!(nft_ruleset(&sb), ruleset, "the NAT table is left");
+    assert_eq!(ip_forward(&sb), "0");
+    assert!(!sb.exists("/run/vpn-ns/wifi.json") && !sb.exists("/run/vpn-ns/wifi.plain"));
+    // Once the obstacle is gone, up works.
+    sb.must("rm /etc/netns/wifi");
+    must_vpn_ns(&sb, &["up", "wifi"]);
+    must_vpn_ns(&sb, &["down", "wifi"]);
+    assert_gone(&sb, "wifi", "wifi");
+}
+
 /// `from` cannot open a TCP connection to `to_ns`'s listener at `addr`.
 fn assert_unreachable(sb: &Sandbox, from: &str, to_ns: &str, addr: &str) {
     let r = sb.tcp_get(Some(from), addr, PEER_PORT);
