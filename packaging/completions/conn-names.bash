@@ -13,7 +13,7 @@ _vpn_ns_connections() {
 }
 
 _vpn_ns_complete() {
-    local cur=${COMP_WORDS[COMP_CWORD]} path=vpn-ns npos=0 i w skip=0 no_opts=0
+    local cur=${COMP_WORDS[COMP_CWORD]} path=vpn-ns npos=0 i w skip=0 no_opts=0 after_dd=0
     local dir=${!_vpn_ns_config_dir_env:-/etc/vpn-ns}
     for ((i = 1; i < COMP_CWORD; i++)); do
         w=${COMP_WORDS[i]}
@@ -21,7 +21,9 @@ _vpn_ns_complete() {
             skip=0
             continue
         fi
-        if ((!no_opts)); then
+        if ((no_opts)); then
+            after_dd=$((after_dd + 1))
+        else
             case $w in
                 --) no_opts=1; continue ;;
                 "$_vpn_ns_config_dir_option"=*) dir=${w#*=}; continue ;;
@@ -43,6 +45,15 @@ _vpn_ns_complete() {
         npos=$((npos + 1))
     done
     dir=${dir/#\~/$HOME}
+    # `exec CONN -- CMD [ARGS...]`: a program name, then its arguments (files).
+    if ((no_opts)) && [[ -n ${_vpn_ns_runs_command[$path]} ]]; then
+        if ((after_dd == 0)); then
+            mapfile -t COMPREPLY < <(compgen -c -- "$cur")
+        else
+            COMPREPLY=()
+        fi
+        return 0
+    fi
     if [[ $cur != -* && ${_vpn_ns_conn_position[$path]} == "$((npos + 1))" ]]; then
         mapfile -t COMPREPLY < <(compgen -W "$(_vpn_ns_connections "$dir")" -- "$cur")
         return 0

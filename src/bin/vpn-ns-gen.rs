@@ -69,13 +69,10 @@ fn generate(out: &Path) -> Result<Vec<PathBuf>> {
     clap_mangen::generate_to(cli::Cli::command().bin_name(BIN), &man)
         .with_context(|| format!("cannot write man pages to {}", man.display()))?;
 
-    let mut bash = fix_bash_arm_labels(&render(Shell::Bash));
-    bash.push_str(&bash_tables(&command()));
-    bash.push_str(BASH_CONN_LOGIC);
     let files = [
-        (comp.join("vpn-ns.bash"), bash),
-        (comp.join("_vpn-ns"), render(Shell::Zsh)),
-        (comp.join("vpn-ns.fish"), render(Shell::Fish)),
+        (comp.join("vpn-ns.bash"), bash_script(command())),
+        (comp.join("_vpn-ns"), render(Shell::Zsh, command())),
+        (comp.join("vpn-ns.fish"), render(Shell::Fish, command())),
     ];
     for (path, text) in &files {
         fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))?;
@@ -93,10 +90,18 @@ fn generate(out: &Path) -> Result<Vec<PathBuf>> {
     Ok(written)
 }
 
-fn render(shell: Shell) -> String {
+fn render(shell: Shell, mut cmd: Command) -> String {
     let mut buf = Vec::new();
-    clap_complete::generate(shell, &mut command(), BIN, &mut buf);
+    clap_complete::generate(shell, &mut cmd, BIN, &mut buf);
     String::from_utf8(buf).expect("clap_complete writes UTF-8")
+}
+
+/// clap's bash completion, fixed, plus connection-name completion.
+fn bash_script(cmd: Command) -> String {
+    let mut bash = fix_bash_arm_labels(&render(Shell::Bash, cmd.clone()));
+    bash.push_str(&bash_tables(&cmd));
+    bash.push_str(BASH_CONN_LOGIC);
+    bash
 }
 
 /// clap_complete 4.6 spells the `case` labels of subcommands of a hyphenated binary
@@ -120,6 +125,8 @@ struct Level {
     value_options: Vec<String>,
     /// 1-based position of the connection-name positional, if it has one.
     conn_position: Option<usize>,
+    /// Takes a program and its arguments after `--` (exec).
+    runs_command: bool,
 }
 
 /// Every command level keyed by its path (`vpn-ns`, `vpn-ns hook`, `vpn-ns hook openvpn`).
@@ -152,6 +159,7 @@ fn levels(cmd: &Command) -> BTreeMap<String, Level> {
             }
         }
         level.conn_position = cmd.get_positionals().position(is_conn).map(|i| i + 1);
+        level.runs_command = cmd.get_positionals().any(|a| a.is_last_set());
         for sub in visible() {
             walk(sub, format!("{path} {}", sub.get_name()), out);
             for alias in sub.get_all_aliases() {
@@ -215,6 +223,9 @@ fn bash_tables(cmd: &Command) -> String {
     s.push_str(&table("_vpn_ns_conn_position", &|l| {
         l.conn_position.map(|p| p.to_string())
     }));
+    s.push_str(&table("_vpn_ns_runs_command", &|l| {
+        l.runs_command.then(|| "1".to_owned())
+    }));
     s
 }
 
@@ -227,9 +238,12 @@ fn sh_quote(s: &str) -> String {
 mod tests {
     use super::*;
     use clap::{Arg, ArgAction};
+    use std::path::Path;
 
-    fn toy() -> Command {
-        let mut cmd = Command::new(BIN)
+    /// The shape of the real command line: globals, exec with `-u` and `-- CMD`, a
+    /// nested hook whose CONN comes second, a hidden command.
+    fn toy_unbuilt() -> Command {
+        Command::new(BIN)
             .arg(
                 Arg::new("config_dir")
                     .long("config-dir")
@@ -251,9 +265,76 @@ mod tests {
                         .arg(Arg::new("c").value_name("CONN")),
                 ),
             )
-            .subcommand(Command::new("secret").hide(true));
+            .subcommand(Command::new("secret").hide(true))
+    }
+
+    fn toy() -> Command {
+        let mut cmd = toy_unbuilt();
         cmd.build();
         cmd
+    }
+
+    /// Candidates the toy's generated bash completion offers for the last word.
+    fn toy_complete(script: &Path, conf: &Path, words: &[&str]) -> Vec<String> {
+        let prog = r#"source "$1" || exit 3
+shift
+COMP_WORDS=("$@"); COMP_CWORD=$((${#COMP_WORDS[@]} - 1))
+_vpn_ns_complete vpn-ns "${COMP_WORDS[COMP_CWORD]}" "${COMP_WORDS[COMP_CWORD - 1]}"
+printf '%s\n' "${COMPREPLY[@]}""#;
+        let out = std::process::Command::new("bash")
+            .args(["--norc", "--noprofile", "-c", prog, "complete"])
+            .arg(script)
+            .args(words)
+            .env("TOY_DIR", conf)
+            .output()
+            .expect("run bash");
+        assert!(out.status.success(), "bash: {:?}", out);
+        let mut got: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| !l.is_empty())
+            .map(str::to_owned)
+            .collect();
+        got.sort();
+        got
+    }
+
+    #[test]
+    fn bash_completes_connections_programs_and_options() {
+        let tmp = std::env::temp_dir().join(format!("vpn-ns-gen-toy-{}", std::process::id()));
+        let conf = tmp.join("conf");
+        let other = tmp.join("other");
+        fs::create_dir_all(&conf).unwrap();
+        fs::create_dir_all(&other).unwrap();
+        for f in ["work.toml", "home.toml", "notes.txt"] {
+            fs::write(conf.join(f), "").unwrap();
+        }
+        fs::write(other.join("lab.toml"), "").unwrap();
+        let script = tmp.join("vpn-ns.bash");
+        fs::write(&script, bash_script(toy_unbuilt())).unwrap();
+        let c = |words: &[&str]| toy_complete(&script, &conf, words);
+        let conns = ["home", "work"];
+
+        assert_eq!(c(&["vpn-ns", "exec", ""]), conns);
+        assert_eq!(c(&["vpn-ns", "exec", "-u", "alice", ""]), conns);
+        assert_eq!(c(&["vpn-ns", "-q", "exec", "w"]), ["work"]);
+        assert_eq!(c(&["vpn-ns", "hook", "wg", "up", ""]), conns);
+        assert_eq!(c(&["vpn-ns", "hook", "wg-quick", "up", ""]), conns);
+        let other_dir = other.to_str().unwrap();
+        assert_eq!(
+            c(&["vpn-ns", "--config-dir", other_dir, "exec", ""]),
+            ["lab"]
+        );
+        let arg = format!("--config-dir={other_dir}");
+        assert_eq!(c(&["vpn-ns", &arg, "exec", ""]), ["lab"]);
+        // Not at a CONN position: clap's own candidates.
+        assert!(c(&["vpn-ns", "hook", ""]).contains(&"wg-quick".to_owned()));
+        assert!(c(&["vpn-ns", "exec", "work", ""]).contains(&"--user".to_owned()));
+        assert!(!c(&["vpn-ns", "hook", "wg-quick", "up", "work", ""]).contains(&"work".to_owned()));
+        assert_eq!(c(&["vpn-ns", "exec", "--us"]), ["--user"]);
+        // After `--`: a program, then its arguments (bash's file completion).
+        assert!(c(&["vpn-ns", "exec", "work", "--", "bas"]).contains(&"bash".to_owned()));
+        assert!(c(&["vpn-ns", "exec", "work", "--", "bash", ""]).is_empty());
+        fs::remove_dir_all(&tmp).unwrap();
     }
 
     #[test]
@@ -266,6 +347,8 @@ mod tests {
         let exec = &l["vpn-ns exec"];
         assert_eq!(exec.value_options, ["--user", "-u", "--config-dir"]);
         assert_eq!(exec.conn_position, Some(1));
+        assert!(exec.runs_command);
+        assert!(!root.runs_command);
         assert_eq!(l["vpn-ns hook"].subcommands, ["wg-quick", "wg"]);
         assert_eq!(l["vpn-ns hook wg-quick"].conn_position, Some(2));
         assert_eq!(l["vpn-ns hook wg"].conn_position, Some(2));
@@ -281,11 +364,12 @@ mod tests {
         assert!(t.contains("declare -gA _vpn_ns_conn_position=(\n"));
         assert!(t.contains("    ['vpn-ns exec']='1'\n"));
         assert!(t.contains("    ['vpn-ns hook']='wg-quick wg'\n"));
+        assert!(t.contains("declare -gA _vpn_ns_runs_command=(\n    ['vpn-ns exec']='1'\n)\n"));
     }
 
     #[test]
     fn bash_labels_match_the_loop_state() {
-        let fixed = fix_bash_arm_labels(&render(Shell::Bash));
+        let fixed = fix_bash_arm_labels(&render(Shell::Bash, command()));
         assert!(fixed.contains("cmd=\"vpn__ns__subcmd__hook\""));
         assert!(fixed.contains("\n        vpn__ns__subcmd__hook)\n"));
         assert!(!fixed.contains("vpn__subcmd__ns"));
