@@ -8,8 +8,9 @@
 
 // cli.rs depends only on clap and std, so the generator shares it as source instead of
 // the product needing a library target.
-#[path = "../cli.rs"]
+#[path = "../../cli.rs"]
 mod cli;
+mod man;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -17,7 +18,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use clap::{Command, CommandFactory};
 use clap_complete::Shell;
 
@@ -25,7 +26,7 @@ const BIN: &str = "vpn-ns";
 
 /// The hand-written half of the bash completion: the logic that completes connection
 /// names; the tables it reads are generated from clap.
-const BASH_CONN_LOGIC: &str = include_str!("../../packaging/completions/conn-names.bash");
+const BASH_CONN_LOGIC: &str = include_str!("../../../packaging/completions/conn-names.bash");
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
@@ -64,9 +65,9 @@ fn generate(out: &Path) -> Result<Vec<PathBuf>> {
         }
         fs::create_dir_all(d).with_context(|| format!("cannot create {}", d.display()))?;
     }
-    // Unbuilt: clap_mangen turns off the `help` subcommand before building, so that
-    // no `vpn-ns-help.1` is written.
-    clap_mangen::generate_to(cli::Cli::command().bin_name(BIN), &man)
+    // Unbuilt: the `help` subcommand is turned off before building, so that no
+    // `vpn-ns-help.1` is written.
+    let mut written = man::write_pages(cli::Cli::command().bin_name(BIN), &man)
         .with_context(|| format!("cannot write man pages to {}", man.display()))?;
 
     let files = [
@@ -78,14 +79,6 @@ fn generate(out: &Path) -> Result<Vec<PathBuf>> {
         fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))?;
     }
 
-    let mut written: Vec<PathBuf> = fs::read_dir(&man)
-        .with_context(|| format!("cannot list {}", man.display()))?
-        .map(|e| e.map(|e| e.path()))
-        .collect::<Result<_, _>>()?;
-    written.sort();
-    if written.is_empty() {
-        bail!("clap_mangen wrote no page to {}", man.display());
-    }
     written.extend(files.into_iter().map(|(p, _)| p));
     Ok(written)
 }
