@@ -7,7 +7,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -47,6 +47,85 @@ pub enum Command {
     /// Entry points for VPN clients' scripts (OpenVPN --up/--down)
     #[command(subcommand)]
     Hook(HookCommand),
+    /// Bring a connection up: start OpenVPN with the vpn-ns hook flags and wait until
+    /// the namespace is ready (within netns-timeout)
+    Up {
+        /// Connection name (file <config-dir>/<CONN>.toml)
+        #[arg(value_name = "CONN")]
+        conn: String,
+        /// Stay in the foreground with the VPN program as a child (for systemd units)
+        #[arg(long)]
+        foreground: bool,
+    },
+    /// Take a connection down: stop its VPN program and wait for the teardown
+    Down {
+        /// Connection name
+        #[arg(value_name = "CONN")]
+        conn: String,
+        /// Also remove a persistent namespace (refused while processes run inside)
+        #[arg(long)]
+        purge: bool,
+        /// With --purge: terminate the processes still inside the namespace
+        #[arg(long, requires = "purge")]
+        kill: bool,
+    },
+    /// Validate connection files and the host (tun, namespaces, WireGuard, OpenVPN);
+    /// exit 2 when something is wrong
+    Check {
+        /// Only this connection (default: all in the config directory)
+        #[arg(value_name = "CONN")]
+        conn: Option<String>,
+    },
+    /// Move an already-configured device into CONN's namespace, keeping its addresses
+    /// and routes (type = "device" connections)
+    Adopt {
+        /// Connection name
+        #[arg(value_name = "CONN")]
+        conn: String,
+        /// The device in the host namespace (e.g. tun0, NetworkManager's VPN_IP_IFACE)
+        #[arg(value_name = "DEVICE")]
+        device: String,
+    },
+    /// Run a command inside a connection's namespace, as the invoking user
+    Exec {
+        /// Connection name (file <config-dir>/<CONN>.toml)
+        #[arg(value_name = "CONN")]
+        conn: String,
+        /// Run as USER instead of the invoking user (root only)
+        #[arg(short = 'u', long, value_name = "USER")]
+        user: Option<String>,
+        /// Wait (up to netns-timeout) for the connection to come up
+        #[arg(long)]
+        wait: bool,
+        /// The command and its arguments, after `--`
+        #[arg(last = true, required = true, value_name = "CMD")]
+        cmd: Vec<String>,
+    },
+    /// What is up: namespace, device, addresses, routes, DNS, processes inside, traffic
+    #[command(long_about = "What is up: namespace, device, addresses, routes, DNS, \
+processes inside, traffic counters, up since. A connection recorded as up whose namespace, \
+VPN process or device is gone is shown as stale, with the reason; `vpn-ns down CONN` cleans \
+it up. --json prints a stable, documented schema.")]
+    Status {
+        /// Only this connection (default: every connection with a state record)
+        #[arg(value_name = "CONN")]
+        conn: Option<String>,
+    },
+    /// Configured connections and recorded ones, up or down, one line each
+    List,
+    /// Prove a live namespace is sealed (exit 1 naming the failed checks)
+    #[command(
+        long_about = "Prove a live namespace is sealed. Checks, by name: state (the \
+connection is up and isolated, its VPN process runs), links (only lo and the tunnel), routes \
+(every route goes out the tunnel or stays on lo), ipv6 (tunnelled, or no way out), dns (every \
+nameserver in /etc/netns/<ns>/resolv.conf is routed via the tunnel, none on loopback), \
+nsswitch (hosts: uses only files and dns). Exit 0 when all pass, 1 naming the failed ones."
+    )]
+    Verify {
+        /// Connection name
+        #[arg(value_name = "CONN")]
+        conn: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -66,4 +145,23 @@ pub enum HookCommand {
         )]
         openvpn_args: Vec<String>,
     },
+    /// wg-quick PostUp (`up`) / PreDown (`down`) hook
+    #[command(name = "wg-quick")]
+    WgQuick {
+        /// `up` from PostUp, `down` from PreDown
+        #[arg(value_enum)]
+        action: WgAction,
+        /// Connection name (file <config-dir>/<CONN>.toml)
+        #[arg(value_name = "CONN")]
+        conn: String,
+        /// The WireGuard interface (wg-quick's %i)
+        #[arg(value_name = "IFACE")]
+        iface: String,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum WgAction {
+    Up,
+    Down,
 }

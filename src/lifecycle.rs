@@ -477,6 +477,7 @@ pub async fn down(conn: &Connection) -> Result<DownReport, LifecycleError> {
 
     let ns = st.netns.clone();
     let keep = st.persistent || conn.netns_persistent;
+    let mut returned: Option<String> = None;
     if netns::exists(&ns) {
         let ns_file = netns::open(&ns).map_err(|source| LifecycleError::OpenNetns {
             ns: ns.clone(),
@@ -500,8 +501,12 @@ pub async fn down(conn: &Connection) -> Result<DownReport, LifecycleError> {
                         ns: ns.to_string(),
                         source,
                     })?;
+                returned = Some(dev.clone());
             }
         }
+    }
+    if st.origin == Origin::Adopt {
+        crate::adopt::restore(&conn.name, returned.as_deref(), conn.netns_timeout).await?;
     }
     if keep {
         let mut kept = st.clone();

@@ -1,15 +1,21 @@
 //! vpn-ns: parse the command line, run one command, map its error to an exit code.
 
+mod adopt;
+mod check;
 mod cli;
 mod commands;
 mod config;
 mod dns;
+mod exec;
 mod lifecycle;
 mod netlink;
 mod netns;
 mod openvpn;
+mod procs;
 mod spec;
 mod state;
+mod verify;
+mod wireguard;
 
 use std::process::ExitCode;
 

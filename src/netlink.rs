@@ -33,8 +33,9 @@ pub enum NetlinkError {
     #[error("{op}: {}", describe(.error))]
     Request {
         op: String,
-        // Not a `source`: `describe` already says what the kernel said, once.
-        error: rtnetlink::Error,
+        // Not a `source`: `describe` already says what the kernel said, once. Boxed:
+        // a netlink message is large and this error travels up every Result.
+        error: Box<rtnetlink::Error>,
     },
     #[error("device {name} did not appear within {} ms", .timeout.as_millis())]
     Timeout { name: String, timeout: Duration },
@@ -54,10 +55,10 @@ impl NetlinkError {
     /// The kernel's errno for a failed request, if that is what this is.
     pub fn errno(&self) -> Option<i32> {
         match self {
-            NetlinkError::Request {
-                error: rtnetlink::Error::NetlinkError(m),
-                ..
-            } => m.code.map(|c| -c.get()),
+            NetlinkError::Request { error, .. } => match error.as_ref() {
+                rtnetlink::Error::NetlinkError(m) => m.code.map(|c| -c.get()),
+                _ => None,
+            },
             _ => None,
         }
     }
@@ -65,7 +66,10 @@ impl NetlinkError {
 
 fn req(op: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> NetlinkError {
     let op = op.into();
-    move |error| NetlinkError::Request { op, error }
+    move |error| NetlinkError::Request {
+        op,
+        error: Box::new(error),
+    }
 }
 
 /// What we need to know about a link.
@@ -145,7 +149,8 @@ pub struct Netlink {
     events: UnboundedReceiver<(NetlinkMessage<RouteNetlinkMessage>, SocketAddr)>,
 }
 
-fn open_socket() -> Result<OwnedFd, std::io::Error> {
+/// A route netlink socket in the calling thread's namespace, subscribed to link events.
+pub fn open_socket() -> Result<OwnedFd, std::io::Error> {
     let mut s = Socket::new(NETLINK_ROUTE)?;
     // Subscribing at bind time, before any dump, means no link event can be missed
     // between "is it there?" and "wait for it".
@@ -168,6 +173,17 @@ impl Netlink {
         let (conn, handle, events) = rtnetlink::from_socket(sock);
         tokio::spawn(conn);
         Ok(Netlink { handle, events })
+    }
+
+    /// Drives a socket from `open_socket`, made in whatever namespace the caller chose
+    /// (for reading many namespaces without a thread each). Must be called inside a
+    /// tokio runtime.
+    pub fn from_socket(fd: OwnedFd) -> Netlink {
+        // SAFETY: ownership of the socket fd moves into TokioSocket.
+        let sock = unsafe { TokioSocket::from_raw_fd(fd.into_raw_fd()) };
+        let (conn, handle, events) = rtnetlink::from_socket(sock);
+        tokio::spawn(conn);
+        Netlink { handle, events }
     }
 
     pub async fn links(&self) -> Result<Vec<Link>, NetlinkError> {

@@ -73,7 +73,7 @@ pub fn exists(name: &NetnsName) -> bool {
 
 fn is_nsfs(p: &Path) -> bool {
     nix::sys::statfs::statfs(p)
-        .map(|s| s.filesystem_type().0 as i64 == NSFS_MAGIC)
+        .map(|s| s.filesystem_type().0 == NSFS_MAGIC)
         .unwrap_or(false)
 }
 
@@ -123,7 +123,7 @@ pub fn create(name: &NetnsName) -> Result<(), NetnsError> {
         .read(true)
         .write(true)
         .create_new(true)
-        .mode(0)
+        .mode(0o0)
         .open(&target)
         .map_err(io_err("cannot create", &target))?;
     let t = target.clone();

@@ -41,6 +41,12 @@ fn io_err(op: &'static str, path: &Path) -> impl FnOnce(io::Error) -> StateError
 #[serde(rename_all = "kebab-case")]
 pub enum Origin {
     OpenvpnHook,
+    /// `vpn-ns adopt`: a device configured by someone else; down restores it in the host.
+    Adopt,
+    /// `vpn-ns up` of a WireGuard connection: vpn-ns created the device.
+    Wireguard,
+    /// wg-quick's PostUp hook: wg-quick owns the device.
+    WgQuickHook,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

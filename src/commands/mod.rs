@@ -1,6 +1,16 @@
 //! One module per subcommand; this module resolves what they share.
 
+mod adopt;
+mod check;
+mod down;
+mod exec;
 mod hook;
+mod probe;
+mod status;
+mod status_view;
+mod up;
+mod verify;
+pub mod wg;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -16,6 +26,24 @@ pub struct UsageError(pub String);
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match &cli.command {
         Command::Hook(HookCommand::Openvpn { conn, .. }) => hook::openvpn(&cli.global, conn),
+        Command::Up { conn, foreground } => up::run(&cli.global, conn, *foreground),
+        Command::Down { conn, purge, kill } => down::run(&cli.global, conn, *purge, *kill),
+        Command::Check { conn } => check::run(&cli.global, conn.as_deref()),
+        Command::Adopt { conn, device } => adopt::run(&cli.global, conn, device),
+        Command::Hook(HookCommand::WgQuick {
+            action,
+            conn,
+            iface,
+        }) => wg::hook(&cli.global, *action, conn, iface),
+        Command::Exec {
+            conn,
+            user,
+            wait,
+            cmd,
+        } => exec::exec(&cli.global, conn, user.as_deref(), *wait, cmd),
+        Command::Status { conn } => status::status(&cli.global, conn.as_deref()),
+        Command::List => status::list(&cli.global),
+        Command::Verify { conn } => verify::verify(&cli.global, conn),
     }
 }
 

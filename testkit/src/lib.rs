@@ -5,10 +5,12 @@
 //! of it, and a library's public items are not dead code.
 
 pub mod checks;
+pub mod exec;
 pub mod openvpn;
 pub mod pki;
 pub mod sandbox;
 pub mod sys;
+pub mod wireguard;
 
 use std::fs;
 use std::io::Write as _;

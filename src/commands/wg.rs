@@ -1,0 +1,451 @@
+//! `vpn-ns up|down` for WireGuard connections (vpn-ns creates and configures the
+//! device itself) and `vpn-ns hook wg-quick up|down` (wg-quick does, vpn-ns moves it).
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, ExitCode};
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use nix::sys::signal::{SigSet, Signal};
+
+use crate::cli::{GlobalArgs, WgAction};
+use crate::commands::{UsageError, config_dir, runtime};
+use crate::config::{self, Connection, ConnectionType, WgBackend, WireGuardSection};
+use crate::lifecycle::{self, UpReport};
+use crate::netlink::Netlink;
+use crate::spec::InterfaceName;
+use crate::state::{self, Origin};
+use crate::wireguard::{self, WgConfig, device, kernel, uapi};
+
+/// How long a userspace implementation gets to exit after SIGTERM.
+const STOP_TIMEOUT: Duration = Duration::from_secs(5);
+
+fn load_wg_conn(g: &GlobalArgs, conn_name: &str, what: &str) -> anyhow::Result<Connection> {
+    let conn = config::load(&config_dir(g)?, conn_name)?;
+    if conn.kind != ConnectionType::WireGuard {
+        return Err(UsageError(format!(
+            "{}: connection {conn_name} has type {}; `{what}` needs type = \"wireguard\"",
+            conn.path.display(),
+            conn.kind
+        ))
+        .into());
+    }
+    Ok(conn)
+}
+
+fn load_wg_file(path: &Path) -> anyhow::Result<WgConfig> {
+    let cfg = wireguard::parse::load(path).map_err(|e| UsageError(e.to_string()))?;
+    if let Some(w) = wireguard::permission_warning(path) {
+        tracing::warn!("{w}");
+    }
+    Ok(cfg)
+}
+
+/// wg-quick names the interface after the file: `/etc/wireguard/wg0.conf` -> `wg0`.
+fn iface_from_path(path: &Path) -> Result<InterfaceName, UsageError> {
+    path.file_stem()
+        .and_then(|s| s.to_str())
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| {
+            UsageError(format!(
+                "{}: the file name must be <interface>.conf with a valid interface name (at most 15 characters, no '/', ':' or spaces)",
+                path.display()
+            ))
+        })
+}
+
+/// The running device made by `up`, for rollback and `--foreground`.
+enum Made {
+    Userspace(Child),
+    Kernel,
+}
+
+pub fn up(g: &GlobalArgs, conn_name: &str, foreground: bool) -> anyhow::Result<ExitCode> {
+    let conn = load_wg_conn(g, conn_name, "up")?;
+    let section = conn.wireguard.clone().unwrap_or_default();
+    let path = section
+        .config
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(format!("/etc/wireguard/{conn_name}.conf")));
+    let iface = iface_from_path(&path)?;
+    let cfg = load_wg_file(&path)?;
+    for w in wireguard::native_warnings(&cfg) {
+        tracing::warn!("{w}");
+    }
+    // Blocked before anything starts, so a SIGTERM during up is acted on once up is done
+    // (children get a clean mask from std's spawn).
+    let signals = if foreground {
+        let mut s = SigSet::empty();
+        for sig in [
+            Signal::SIGTERM,
+            Signal::SIGINT,
+            Signal::SIGHUP,
+            Signal::SIGCHLD,
+        ] {
+            s.add(sig);
+        }
+        s.thread_block().context("cannot block signals")?;
+        Some(s)
+    } else {
+        None
+    };
+
+    let rt = runtime()?;
+    let lock = state::lock(&conn.name)?;
+    // The userspace program died since the last up (crash, kill): the tunnel is gone, so
+    // clean up what is left and start afresh.
+    if let Some(st) = state::load(&conn.name)?
+        && st.up
+        && st.origin == Origin::Wireguard
+        && let (Some(pid), Some(dev)) = (st.vpn_pid, st.device.as_deref())
+        && !device::is_userspace_process(pid, dev)
+    {
+        tracing::warn!(
+            "{conn_name}: the userspace WireGuard of {dev} (pid {pid}) is gone; cleaning up before up"
+        );
+        rt.block_on(native_down(&conn))
+            .with_context(|| format!("connection {conn_name}: cleaning up failed"))?;
+    }
+    if let Some(st) = state::load(&conn.name)?
+        && st.up
+    {
+        let dev = st.device.as_deref().unwrap_or("?");
+        if st.origin != Origin::Wireguard || foreground {
+            return Err(UsageError(format!(
+                "connection {conn_name} is already up ({dev} in namespace {}, brought up by {}); take it down first",
+                st.netns,
+                origin_name(st.origin)
+            ))
+            .into());
+        }
+        tracing::info!("{conn_name}: already up ({dev} in namespace {})", st.netns);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let endpoints = wireguard::resolve_endpoints(&cfg)
+        .with_context(|| format!("connection {conn_name}: cannot resolve the peers"))?;
+    let (report, made) = rt
+        .block_on(native_up(&conn, &section, &cfg, &iface, &endpoints))
+        .with_context(|| format!("connection {conn_name}: up failed, changes rolled back"))?;
+    log_up(conn_name, &report);
+    drop(lock);
+
+    let Some(signals) = signals else {
+        return Ok(ExitCode::SUCCESS);
+    };
+    let mut child = match made {
+        Made::Userspace(c) => Some(c),
+        Made::Kernel => None,
+    };
+    loop {
+        let sig = signals.wait().context("cannot wait for signals")?;
+        if sig != Signal::SIGCHLD {
+            tracing::info!("{conn_name}: {sig}, taking the connection down");
+            break;
+        }
+        if let Some(c) = &mut child
+            && let Ok(Some(status)) = c.try_wait()
+        {
+            tracing::warn!(
+                "{conn_name}: {} exited ({status}); taking the connection down",
+                section.userspace
+            );
+            child = None;
+            break;
+        }
+    }
+    let _lock = state::lock(&conn.name)?;
+    let r = rt.block_on(native_down(&conn));
+    if let Some(mut c) = child {
+        let _ = c.wait();
+    }
+    r.with_context(|| format!("connection {conn_name}: down failed"))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn origin_name(o: Origin) -> &'static str {
+    match o {
+        Origin::OpenvpnHook => "the OpenVPN hook",
+        Origin::Wireguard => "vpn-ns up",
+        Origin::WgQuickHook => "wg-quick",
+        Origin::Adopt => "vpn-ns adopt",
+    }
+}
+
+fn log_up(conn_name: &str, report: &UpReport) {
+    match &report.netns {
+        Some(ns) => tracing::info!(
+            "{conn_name}: {} in namespace {ns}{}: {} address(es), {} route(s), {} DNS server(s)",
+            report.device,
+            if report.reused { " (reused)" } else { "" },
+            report.addresses,
+            report.routes,
+            report.dns_servers
+        ),
+        None => tracing::info!(
+            "{conn_name}: {} configured in the host namespace (netns-isolate = false)",
+            report.device
+        ),
+    }
+}
+
+async fn native_up(
+    conn: &Connection,
+    section: &WireGuardSection,
+    cfg: &WgConfig,
+    iface: &InterfaceName,
+    endpoints: &[Option<std::net::SocketAddr>],
+) -> anyhow::Result<(UpReport, Made)> {
+    let host = Netlink::connect(None)?;
+    if host.link(iface.as_str()).await?.is_some() {
+        bail!(
+            "{iface} already exists in the host namespace (another tunnel, or wg-quick?); nothing was changed"
+        );
+    }
+    if conn.netns_isolate && crate::netns::exists(&conn.netns) {
+        let ns_file = crate::netns::open(&conn.netns)?;
+        if Netlink::connect(Some(&ns_file))?
+            .link(iface.as_str())
+            .await?
+            .is_some()
+        {
+            bail!(
+                "{iface} already exists in namespace {} (left by a crashed run?); delete it with `ip -n {} link del {iface}`",
+                conn.netns,
+                conn.netns
+            );
+        }
+    }
+    let mtu = match cfg.interface.mtu {
+        Some(_) => None,
+        None => Some(wireguard::default_mtu(
+            &endpoints.iter().flatten().copied().collect::<Vec<_>>(),
+            &host.routes().await?,
+            &host.links().await?,
+        )),
+    };
+    let made = create(conn, section, iface).await?;
+    let pid = match &made {
+        Made::Userspace(c) => Some(c.id()),
+        Made::Kernel => None,
+    };
+    let res = async {
+        match &made {
+            Made::Userspace(_) => {
+                let req = uapi::set_request(cfg, endpoints);
+                uapi::set(&uapi::socket_path(iface.as_str()), &req, conn.netns_timeout)
+                    .with_context(|| format!("cannot configure {iface}"))?;
+            }
+            Made::Kernel => kernel::configure(iface.as_str(), cfg, endpoints)
+                .with_context(|| format!("cannot configure {iface}"))?,
+        }
+        let spec = wireguard::spec(cfg, iface, mtu, conn.default_route && conn.netns_isolate);
+        // Default routes are in the spec already, per family, only where AllowedIPs ask.
+        let mut c = conn.clone();
+        c.default_route = false;
+        Ok::<_, anyhow::Error>(lifecycle::up(&c, &spec, Origin::Wireguard, pid).await?)
+    }
+    .await;
+    match res {
+        Ok(report) => Ok((report, made)),
+        Err(e) => {
+            destroy(made, iface.as_str()).await;
+            Err(e)
+        }
+    }
+}
+
+async fn create(
+    conn: &Connection,
+    section: &WireGuardSection,
+    iface: &InterfaceName,
+) -> anyhow::Result<Made> {
+    let userspace = || -> anyhow::Result<Made> {
+        device::ensure_log_dir()?;
+        let us = device::start_userspace(
+            &section.userspace,
+            iface.as_str(),
+            &device::log_path(&conn.name),
+            conn.netns_timeout,
+        )?;
+        tracing::debug!(
+            "{} (pid {}) serves {iface} at {}",
+            section.userspace,
+            us.child.id(),
+            us.socket.display()
+        );
+        Ok(Made::Userspace(us.child))
+    };
+    match section.backend {
+        WgBackend::Userspace => userspace(),
+        WgBackend::Kernel => match kernel::create(iface.as_str()).await {
+            Ok(()) => Ok(Made::Kernel),
+            Err(kernel::KernelError::NoModule) => bail!(
+                "the kernel has no WireGuard module; set backend = \"userspace\" in [wireguard] of {}",
+                conn.path.display()
+            ),
+            Err(e) => Err(e.into()),
+        },
+        WgBackend::Auto => match kernel::create(iface.as_str()).await {
+            Ok(()) => Ok(Made::Kernel),
+            Err(kernel::KernelError::NoModule) => {
+                tracing::debug!("no WireGuard kernel module: using {}", section.userspace);
+                userspace()
+            }
+            Err(e) => Err(e.into()),
+        },
+    }
+}
+
+/// Undoes `create` (the device is back in the host namespace or gone).
+async fn destroy(made: Made, iface: &str) {
+    match made {
+        Made::Userspace(mut child) => {
+            device::stop_userspace(child.id(), iface, STOP_TIMEOUT);
+            let _ = child.wait();
+        }
+        Made::Kernel => {
+            if let Err(e) = kernel::delete(iface).await {
+                tracing::error!("rollback: cannot delete {iface}: {e}");
+            }
+        }
+    }
+}
+
+pub fn down(g: &GlobalArgs, conn_name: &str) -> anyhow::Result<ExitCode> {
+    let conn = load_wg_conn(g, conn_name, "down")?;
+    let rt = runtime()?;
+    let _lock = state::lock(&conn.name)?;
+    if let Some(st) = state::load(&conn.name)?
+        && st.up
+        && st.origin == Origin::WgQuickHook
+    {
+        return Err(UsageError(format!(
+            "connection {conn_name} was brought up by wg-quick: run `wg-quick down {}`",
+            st.device.as_deref().unwrap_or("<interface>")
+        ))
+        .into());
+    }
+    rt.block_on(native_down(&conn))
+        .with_context(|| format!("connection {conn_name}: down failed"))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Stops the device first (wireguard-go exits and its tun disappears; a kernel link is
+/// deleted after the lifecycle hands it back), then the namespace and state go.
+async fn native_down(conn: &Connection) -> anyhow::Result<()> {
+    let name = &conn.name;
+    let Some(st) = state::load(name)? else {
+        tracing::info!("{name}: was not up, nothing to do");
+        return Ok(());
+    };
+    let dev = st.device.clone();
+    if let (Some(pid), Some(dev)) = (st.vpn_pid, &dev)
+        && device::stop_userspace(pid, dev, STOP_TIMEOUT)
+    {
+        tracing::debug!("stopped the userspace WireGuard (pid {pid}) of {dev}");
+    }
+    let report = lifecycle::down(conn).await?;
+    if let Some(dev) = &dev {
+        if st.vpn_pid.is_none() && st.origin == Origin::Wireguard {
+            kernel::delete(dev).await?;
+        }
+        device::remove_socket(dev);
+    }
+    match (&report.netns, report.removed_netns) {
+        (Some(ns), true) => tracing::info!("{name}: down, namespace {ns} removed"),
+        (Some(ns), false) if st.persistent || conn.netns_persistent => {
+            tracing::info!("{name}: down, namespace {ns} kept (netns-persistent)")
+        }
+        _ => tracing::info!("{name}: down"),
+    }
+    Ok(())
+}
+
+pub fn hook(
+    g: &GlobalArgs,
+    action: WgAction,
+    conn_name: &str,
+    iface: &str,
+) -> anyhow::Result<ExitCode> {
+    let conn = load_wg_conn(g, conn_name, "hook wg-quick")?;
+    let iface: InterfaceName = iface
+        .parse()
+        .map_err(|e| UsageError(format!("interface {iface:?}: {e}")))?;
+    let rt = runtime()?;
+    let _lock = state::lock(&conn.name)?;
+    match action {
+        WgAction::Up => {
+            let section = conn.wireguard.clone().unwrap_or_default();
+            let path = hook_config_path(&section, &iface);
+            let cfg = load_wg_file(&path)?;
+            if !cfg.interface.dns.servers.is_empty() || !cfg.interface.dns.search.is_empty() {
+                tracing::warn!(
+                    "{}: wg-quick also hands DNS = to resolvconf on the host; put the servers in [dns] of {} instead",
+                    path.display(),
+                    conn.path.display()
+                );
+            }
+            if !cfg
+                .interface
+                .table
+                .as_deref()
+                .is_some_and(|t| t.eq_ignore_ascii_case("off"))
+            {
+                tracing::warn!(
+                    "{}: without `Table = off` wg-quick routes AllowedIPs on the host before vpn-ns moves {iface}",
+                    path.display()
+                );
+            }
+            // wg-quick has set the MTU already; the move keeps it.
+            let spec =
+                wireguard::spec(&cfg, &iface, None, conn.default_route && conn.netns_isolate);
+            let mut c = conn.clone();
+            c.default_route = false;
+            let report = rt
+                .block_on(lifecycle::up(&c, &spec, Origin::WgQuickHook, None))
+                .with_context(|| {
+                    format!("connection {conn_name}: up failed, changes rolled back")
+                })?;
+            log_up(conn_name, &report);
+        }
+        WgAction::Down => {
+            // Hands the device back to the host namespace, where wg-quick deletes it.
+            let report = rt
+                .block_on(lifecycle::down(&conn))
+                .with_context(|| format!("connection {conn_name}: down failed"))?;
+            if report.was_up {
+                tracing::info!("{conn_name}: {iface} handed back to wg-quick");
+            } else {
+                tracing::info!("{conn_name}: was not up, nothing to do");
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `[wireguard] config`, else `$CONFIG_FILE` when the hook line exports it, else the
+/// file the calling wg-quick was given (wg-quick's `$CONFIG_FILE` is a shell variable,
+/// not exported, so it is read from the parent's command line), else
+/// `/etc/wireguard/<IFACE>.conf`.
+fn hook_config_path(section: &WireGuardSection, iface: &InterfaceName) -> PathBuf {
+    section
+        .config
+        .clone()
+        .or_else(|| {
+            std::env::var_os("CONFIG_FILE")
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        })
+        .or_else(|| {
+            let ppid = std::os::unix::process::parent_id();
+            let cmdline = std::fs::read(format!("/proc/{ppid}/cmdline")).ok()?;
+            let args: Vec<String> = cmdline
+                .split(|b| *b == 0)
+                .filter(|a| !a.is_empty())
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect();
+            let cwd = std::fs::read_link(format!("/proc/{ppid}/cwd")).ok()?;
+            wireguard::wg_quick_config_arg(&args, iface.as_str(), &cwd)
+        })
+        .unwrap_or_else(|| PathBuf::from(format!("/etc/wireguard/{iface}.conf")))
+}

@@ -1,0 +1,337 @@
+//! Creating and destroying WireGuard devices in the host namespace: a userspace
+//! implementation (wireguard-go) with its UAPI socket, or a kernel link via rtnetlink.
+//! Waiting is event-driven: inotify for the socket, a pidfd for the process.
+
+use std::fs::{self, OpenOptions};
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::unix::fs::DirBuilderExt;
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
+
+use super::uapi::{self, SOCKET_DIR};
+
+/// wireguard-go refuses to run on Linux without this (it prefers the kernel module).
+pub const USERSPACE_ENV: &str = "WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD";
+
+#[derive(Debug, thiserror::Error)]
+pub enum DeviceError {
+    #[error("cannot start {program} for {iface}: {source}")]
+    Spawn {
+        program: String,
+        iface: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{program} for {iface} exited before its UAPI socket appeared ({status}); see {}", .log.display())]
+    Exited {
+        program: String,
+        iface: String,
+        status: String,
+        log: PathBuf,
+    },
+    #[error("{program} for {iface} did not open {} within {} ms (netns-timeout); see {}", .socket.display(), .timeout.as_millis(), .log.display())]
+    Timeout {
+        program: String,
+        iface: String,
+        socket: PathBuf,
+        timeout: Duration,
+        log: PathBuf,
+    },
+    #[error("{op} {}: {source}", .path.display())]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// A process referred to by a pidfd, so signals and waits cannot hit a reused pid.
+pub struct PidFd(OwnedFd);
+
+impl PidFd {
+    pub fn open(pid: u32) -> io::Result<PidFd> {
+        let pid =
+            libc::pid_t::try_from(pid).map_err(|_| io::Error::from_raw_os_error(libc::ESRCH))?;
+        // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: the kernel just returned this fd to us and nothing else owns it.
+        Ok(PidFd(unsafe { OwnedFd::from_raw_fd(fd as i32) }))
+    }
+
+    pub fn signal(&self, sig: i32) -> io::Result<()> {
+        // SAFETY: pidfd_send_signal with a null siginfo and no flags.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_pidfd_send_signal,
+                self.0.as_raw_fd(),
+                sig,
+                std::ptr::null::<libc::siginfo_t>(),
+                0,
+            )
+        };
+        if r < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Waits until the process has exited; false on timeout.
+    pub fn wait_exit(&self, timeout: Duration) -> bool {
+        let end = Instant::now() + timeout;
+        loop {
+            let left = end.saturating_duration_since(Instant::now());
+            let mut fds = [PollFd::new(self.0.as_fd(), PollFlags::POLLIN)];
+            match poll(&mut fds, poll_timeout(left)) {
+                Ok(n) if n > 0 => return true,
+                Ok(_) => return false,
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(_) => return false,
+            }
+        }
+    }
+
+    pub fn as_fd(&self) -> BorrowedFd<'_> {
+        self.0.as_fd()
+    }
+}
+
+fn poll_timeout(d: Duration) -> PollTimeout {
+    PollTimeout::try_from(d).unwrap_or(PollTimeout::MAX)
+}
+
+/// Whether `pid`'s command line is `<program> ... <iface>` (the pid in a state file may
+/// have been reused by now).
+pub fn is_userspace_process(pid: u32, iface: &str) -> bool {
+    fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|c| {
+            let args: Vec<&[u8]> = c.split(|b| *b == 0).filter(|a| !a.is_empty()).collect();
+            args.last() == Some(&iface.as_bytes())
+        })
+        .unwrap_or(false)
+}
+
+/// A started userspace implementation with its UAPI socket ready.
+pub struct Userspace {
+    pub child: Child,
+    pub socket: PathBuf,
+}
+
+/// Starts `program -f <iface>` detached from our process group (so a Ctrl-C to vpn-ns
+/// does not kill the tunnel), logging to `log`, and waits until its UAPI socket accepts
+/// connections.
+pub fn start_userspace(
+    program: &str,
+    iface: &str,
+    log: &Path,
+    timeout: Duration,
+) -> Result<Userspace, DeviceError> {
+    let dir = Path::new(SOCKET_DIR);
+    match fs::DirBuilder::new().mode(0o755).create(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(source) => {
+            return Err(DeviceError::Io {
+                op: "cannot create",
+                path: dir.to_owned(),
+                source,
+            });
+        }
+    }
+    let socket = uapi::socket_path(iface);
+    // Watch before starting, so the socket's creation cannot slip between the two.
+    let inotify = Inotify::init(InitFlags::IN_CLOEXEC | InitFlags::IN_NONBLOCK).map_err(|e| {
+        DeviceError::Io {
+            op: "cannot watch",
+            path: dir.to_owned(),
+            source: e.into(),
+        }
+    })?;
+    inotify
+        .add_watch(dir, AddWatchFlags::IN_CREATE | AddWatchFlags::IN_MOVED_TO)
+        .map_err(|e| DeviceError::Io {
+            op: "cannot watch",
+            path: dir.to_owned(),
+            source: e.into(),
+        })?;
+    // One log per run: a new `up` truncates the previous one.
+    let out = OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .open(log)
+        .map_err(|source| DeviceError::Io {
+            op: "cannot open",
+            path: log.to_owned(),
+            source,
+        })?;
+    let err = out.try_clone().map_err(|source| DeviceError::Io {
+        op: "cannot open",
+        path: log.to_owned(),
+        source,
+    })?;
+    let spawn_err = |source| DeviceError::Spawn {
+        program: program.to_owned(),
+        iface: iface.to_owned(),
+        source,
+    };
+    let mut child = Command::new(program)
+        .arg("-f")
+        .arg(iface)
+        .env(USERSPACE_ENV, "1")
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .process_group(0)
+        .spawn()
+        .map_err(spawn_err)?;
+    let pidfd = match PidFd::open(child.id()) {
+        Ok(p) => p,
+        Err(e) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(spawn_err(e));
+        }
+    };
+    let end = Instant::now() + timeout;
+    loop {
+        match UnixStream::connect(&socket) {
+            Ok(_) => {
+                return Ok(Userspace { child, socket });
+            }
+            // Absent: not created yet. Refused: bound but not yet listening.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused
+                ) => {}
+            Err(source) => {
+                stop_child(&mut child, &pidfd);
+                return Err(DeviceError::Io {
+                    op: "cannot connect to",
+                    path: socket,
+                    source,
+                });
+            }
+        }
+        let now = Instant::now();
+        if now >= end {
+            stop_child(&mut child, &pidfd);
+            return Err(DeviceError::Timeout {
+                program: program.to_owned(),
+                iface: iface.to_owned(),
+                socket,
+                timeout,
+                log: log.to_owned(),
+            });
+        }
+        // A refused connect means the file exists already, so no inotify event will
+        // come: re-check shortly instead of waiting for one.
+        let wait = if socket.exists() {
+            Duration::from_millis(10)
+        } else {
+            end - now
+        };
+        let mut fds = [
+            PollFd::new(inotify.as_fd(), PollFlags::POLLIN),
+            PollFd::new(pidfd.as_fd(), PollFlags::POLLIN),
+        ];
+        match poll(&mut fds, poll_timeout(wait.min(end - now))) {
+            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => {
+                stop_child(&mut child, &pidfd);
+                return Err(DeviceError::Io {
+                    op: "cannot wait for",
+                    path: socket,
+                    source: e.into(),
+                });
+            }
+        }
+        if fds[1]
+            .revents()
+            .is_some_and(|r| r.contains(PollFlags::POLLIN))
+        {
+            let status = child
+                .wait()
+                .map(|s| s.to_string())
+                .unwrap_or_else(|e| e.to_string());
+            return Err(DeviceError::Exited {
+                program: program.to_owned(),
+                iface: iface.to_owned(),
+                status,
+                log: log.to_owned(),
+            });
+        }
+        // Drain the events; what matters is whether the socket accepts now.
+        let _ = inotify.read_events();
+    }
+}
+
+fn stop_child(child: &mut Child, pidfd: &PidFd) {
+    let _ = pidfd.signal(libc::SIGTERM);
+    if !pidfd.wait_exit(Duration::from_secs(2)) {
+        let _ = child.kill();
+    }
+    let _ = child.wait();
+}
+
+/// Stops the userspace implementation `pid` serving `iface` (if it still is that
+/// process): SIGTERM, wait up to `timeout`, then SIGKILL; removes a socket it left.
+/// Returns whether a process was stopped.
+pub fn stop_userspace(pid: u32, iface: &str, timeout: Duration) -> bool {
+    let mut stopped = false;
+    if let Ok(pidfd) = PidFd::open(pid)
+        && is_userspace_process(pid, iface)
+    {
+        stopped = true;
+        let _ = pidfd.signal(libc::SIGTERM);
+        if !pidfd.wait_exit(timeout) {
+            tracing::warn!("userspace WireGuard (pid {pid}) ignored SIGTERM; killing it");
+            let _ = pidfd.signal(libc::SIGKILL);
+            pidfd.wait_exit(Duration::from_secs(2));
+        }
+    }
+    remove_socket(iface);
+    stopped
+}
+
+/// Removes `/run/wireguard/<iface>.sock` if nothing serves it any more.
+pub fn remove_socket(iface: &str) {
+    let s = uapi::socket_path(iface);
+    if s.exists() && UnixStream::connect(&s).is_err() {
+        match fs::remove_file(&s) {
+            Ok(()) => tracing::debug!("removed stale {}", s.display()),
+            Err(e) => tracing::warn!("cannot remove stale {}: {e}", s.display()),
+        }
+    }
+}
+
+/// The file a userspace implementation logs to.
+pub fn log_path(conn: &str) -> PathBuf {
+    crate::state::run_dir().join(format!("{conn}.wg.log"))
+}
+
+/// Creates /run/vpn-ns for the log when no state exists yet.
+pub fn ensure_log_dir() -> Result<(), DeviceError> {
+    let d = crate::state::run_dir();
+    match fs::DirBuilder::new().mode(0o755).create(&d) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+        Err(source) => Err(DeviceError::Io {
+            op: "cannot create",
+            path: d,
+            source,
+        }),
+    }
+}
