@@ -86,15 +86,23 @@ for p in /usr/share/man/man1/vpn-ns*.1.gz; do
     [[ " ${pages[*]} " == *" $p "* ]] || pages+=("$p")
 done
 for p in "${pages[@]}"; do
-    out=$(MANWIDTH=80 man -P cat "$p" 2>"$scratch/man.err") || fail "man $p: $(cat "$scratch/man.err")"
+    # man finds the installed page by name...
+    path=$(man -w "$p") || fail "man -w $p: no page"
+    [ "$path" = "/usr/share/man/man1/$p.1.gz" ] || fail "man $p resolves to $path, not the package's page"
+    # ...and renders it; from the file itself, since man-db may serve a formatted copy
+    # cached from an earlier install (/var/cache/man) that is newer than the package's.
+    out=$(MANWIDTH=80 man --warnings -l -P cat "$path" 2>"$scratch/man.err") || fail "man $p: $(cat "$scratch/man.err")"
     [ ! -s "$scratch/man.err" ] || fail "man $p warns: $(cat "$scratch/man.err")"
     grep -q '^NAME' <<<"$out" || fail "man $p has no NAME section"
     grep -q "^ *$p " <<<"$out" || fail "man $p does not name $p"
     echo "man $p: $(wc -l <<<"$out") lines"
 done
-if [[ " ${subs[*]} " == *" exec "* ]]; then
-    man -P cat vpn-ns-exec | grep -q -- 'vpn-ns-exec' || fail "man vpn-ns-exec"
-fi
+# The pages the issue names, by name as a user types them.
+for p in vpn-ns vpn-ns-exec; do
+    if [[ " ${pages[*]} " == *" $p "* ]]; then
+        MANWIDTH=80 man -P cat "$p" | grep -q -- "^NAME" || fail "man $p"
+    fi
+done
 
 step "bash completion (loaded on demand by bash-completion)"
 mkdir -p "$scratch/conf"
