@@ -36,6 +36,7 @@ command -v systemd-analyze >/dev/null || need+=(systemd)
 [ -f /usr/share/bash-completion/bash_completion ] || need+=(bash-completion)
 command -v visudo >/dev/null || need+=(sudo)
 command -v xmllint >/dev/null || need+=(libxml2-utils)
+command -v fish >/dev/null || need+=(fish)
 if [ "${#need[@]}" -gt 0 ]; then
     echo "installing: ${need[*]}"
     apt-get update -qq
@@ -105,7 +106,7 @@ for p in vpn-ns vpn-ns-exec; do
 done
 
 step "bash completion (loaded on demand by bash-completion)"
-mkdir -p "$scratch/conf"
+mkdir -p "$scratch/conf" "$scratch/config"
 touch "$scratch/conf/office.toml" "$scratch/conf/lab.toml" "$scratch/conf/notes.txt"
 touch "$probe"
 # complete WORD... : the candidates bash offers for the last word.
@@ -144,6 +145,21 @@ for c in "${conn_cmds[@]}"; do
     [[ " $got " == *" vpnns-ci-probe "* ]] || fail "'vpn-ns $c <TAB>' does not list /etc/vpn-ns: '$got'"
     echo "vpn-ns $c <TAB>: connections ok"
 done
+
+step "fish completion (autoloaded from vendor_completions.d)"
+# A scratch HOME: no user config, the vendor directory as installed.
+fishtab() { HOME="$scratch" XDG_CONFIG_HOME="$scratch/config" fish -c "complete -C '$*'" | cut -f1 | sort | tr '\n' ' '; }
+got=$(fishtab "vpn-ns ")
+for s in "${subs[@]}"; do
+    [[ " $got " == *" $s "* ]] || fail "fish: 'vpn-ns <TAB>' lacks $s: $got"
+done
+for c in "${conn_cmds[@]}"; do
+    got=$(VPN_NS_CONFIG_DIR="$scratch/conf" fishtab "vpn-ns $c ")
+    [ "$got" = "lab office " ] || fail "fish: 'vpn-ns $c <TAB>' gave '$got', expected 'lab office'"
+    got=$(unset VPN_NS_CONFIG_DIR; fishtab "vpn-ns $c ")
+    [[ " $got " == *" vpnns-ci-probe "* ]] || fail "fish: 'vpn-ns $c <TAB>' does not list /etc/vpn-ns: '$got'"
+done
+echo "fish: subcommands and connections ok"
 rm -f "$probe"
 
 step "systemd-analyze verify"

@@ -27,6 +27,8 @@ const BIN: &str = "vpn-ns";
 /// The hand-written half of the bash completion: the logic that completes connection
 /// names; the tables it reads are generated from clap.
 const BASH_CONN_LOGIC: &str = include_str!("../../../packaging/completions/conn-names.bash");
+/// The same for fish; the `complete` lines that call it are generated.
+const FISH_CONN_LOGIC: &str = include_str!("../../../packaging/completions/conn-names.fish");
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
@@ -73,7 +75,7 @@ fn generate(out: &Path) -> Result<Vec<PathBuf>> {
     let files = [
         (comp.join("vpn-ns.bash"), bash_script(command())),
         (comp.join("_vpn-ns"), render(Shell::Zsh, command())),
-        (comp.join("vpn-ns.fish"), render(Shell::Fish, command())),
+        (comp.join("vpn-ns.fish"), fish_script(command())),
     ];
     for (path, text) in &files {
         fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))?;
@@ -95,6 +97,36 @@ fn bash_script(cmd: Command) -> String {
     bash.push_str(&bash_tables(&cmd));
     bash.push_str(BASH_CONN_LOGIC);
     bash
+}
+
+/// clap's fish completion plus connection names at every CONN position.
+fn fish_script(cmd: Command) -> String {
+    let mut fish = render(Shell::Fish, cmd.clone());
+    fish.push_str(FISH_CONN_LOGIC);
+    fish.push_str("\n# Generated from src/cli.rs by vpn-ns-gen.\n");
+    let mut cmd = cmd;
+    cmd.build();
+    for (path, level) in levels(&cmd) {
+        let Some(n) = level.conn_position else {
+            continue;
+        };
+        let sub = path.strip_prefix(BIN).unwrap_or(&path).trim_start();
+        let words = format!("{sub} {}", level.value_options.join(" "));
+        // Subcommand and option names go into a fish string unquoted.
+        assert!(
+            words
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_ ".contains(c)),
+            "unexpected character in {words:?}"
+        );
+        writeln!(
+            fish,
+            "complete -c {BIN} -n \"__vpn_ns_conn_wanted '{sub}' {n} {}\" -f -a '(__vpn_ns_connections)' -d connection",
+            level.value_options.join(" ")
+        )
+        .unwrap();
+    }
+    fish
 }
 
 /// clap_complete 4.6 spells the `case` labels of subcommands of a hyphenated binary
@@ -366,6 +398,18 @@ printf '%s\n' "${COMPREPLY[@]}""#;
         assert!(fixed.contains("cmd=\"vpn__ns__subcmd__hook\""));
         assert!(fixed.contains("\n        vpn__ns__subcmd__hook)\n"));
         assert!(!fixed.contains("vpn__subcmd__ns"));
+    }
+
+    #[test]
+    fn fish_completes_connections_at_every_conn_position() {
+        let f = fish_script(toy_unbuilt());
+        assert!(f.contains(
+            "complete -c vpn-ns -n \"__vpn_ns_conn_wanted 'exec' 1 --user -u --config-dir\" -f -a '(__vpn_ns_connections)' -d connection\n"
+        ));
+        assert!(f.contains("__vpn_ns_conn_wanted 'hook wg-quick' 2 --config-dir"));
+        assert!(f.contains("__vpn_ns_conn_wanted 'hook wg' 2 --config-dir"));
+        assert!(!f.contains("__vpn_ns_conn_wanted 'hook' "));
+        assert!(f.contains("function __vpn_ns_connections"));
     }
 
     #[test]
