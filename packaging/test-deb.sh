@@ -21,7 +21,9 @@ fi
 
 scratch=$(mktemp -d /tmp/vpn-ns-test-deb.XXXXXX)
 probe=/etc/vpn-ns/vpnns-ci-probe.toml
+zsh_session=vpnns-ci-zsh-$$
 cleanup() {
+    tmux kill-session -t "$zsh_session" 2>/dev/null || true
     rm -rf "$scratch"
     rm -f "$probe"
     if dpkg -s vpn-ns >/dev/null 2>&1; then dpkg -P vpn-ns >/dev/null || true; fi
@@ -37,6 +39,8 @@ command -v systemd-analyze >/dev/null || need+=(systemd)
 command -v visudo >/dev/null || need+=(sudo)
 command -v xmllint >/dev/null || need+=(libxml2-utils)
 command -v fish >/dev/null || need+=(fish)
+command -v zsh >/dev/null || need+=(zsh)
+command -v tmux >/dev/null || need+=(tmux)
 if [ "${#need[@]}" -gt 0 ]; then
     echo "installing: ${need[*]}"
     apt-get update -qq
@@ -160,6 +164,32 @@ for c in "${conn_cmds[@]}"; do
     [[ " $got " == *" vpnns-ci-probe "* ]] || fail "fish: 'vpn-ns $c <TAB>' does not list /etc/vpn-ns: '$got'"
 done
 echo "fish: subcommands and connections ok"
+
+step "zsh completion (compinit, /usr/share/zsh/vendor-completions, typed in tmux)"
+# zsh completes only inside its line editor, so a real interactive zsh gets the keys.
+tmux new-session -d -s "$zsh_session" -x 200 -y 50 \
+    "env -i HOME=$scratch TERM=xterm PATH=/usr/bin:/bin VPN_NS_CONFIG_DIR=$scratch/conf zsh -f"
+# wait_pane REGEX: the screen shows REGEX within 10 s.
+wait_pane() {
+    local _
+    for _ in $(seq 100); do
+        tmux capture-pane -t "$zsh_session" -p | grep -Eq "$1" && return 0
+        sleep 0.1
+    done
+    tmux capture-pane -t "$zsh_session" -p >&2
+    return 1
+}
+tmux send-keys -t "$zsh_session" 'autoload -Uz compinit && compinit -u && PS1="zsh-ready> "' Enter
+wait_pane '^zsh-ready>' || fail "zsh did not start"
+tmux send-keys -t "$zsh_session" 'vpn-ns exec ' Tab
+wait_pane '^lab +office *$' || fail "zsh: 'vpn-ns exec <TAB>' did not list lab and office"
+# A cleared screen, so that only this completion's listing can match.
+tmux send-keys -t "$zsh_session" C-u C-l
+wait_pane '^zsh-ready> *$' || fail "zsh did not clear the screen"
+tmux send-keys -t "$zsh_session" 'vpn-ns ' Tab
+wait_pane '(^| )exec( |$)' || fail "zsh: 'vpn-ns <TAB>' did not list the subcommands"
+tmux kill-session -t "$zsh_session"
+echo "zsh: subcommands and connections ok"
 rm -f "$probe"
 
 step "systemd-analyze verify"

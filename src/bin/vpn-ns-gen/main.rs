@@ -29,6 +29,8 @@ const BIN: &str = "vpn-ns";
 const BASH_CONN_LOGIC: &str = include_str!("../../../packaging/completions/conn-names.bash");
 /// The same for fish; the `complete` lines that call it are generated.
 const FISH_CONN_LOGIC: &str = include_str!("../../../packaging/completions/conn-names.fish");
+/// The same for zsh; the CONN arguments' actions are pointed at it.
+const ZSH_CONN_LOGIC: &str = include_str!("../../../packaging/completions/conn-names.zsh");
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
@@ -74,7 +76,7 @@ fn generate(out: &Path) -> Result<Vec<PathBuf>> {
 
     let files = [
         (comp.join("vpn-ns.bash"), bash_script(command())),
-        (comp.join("_vpn-ns"), render(Shell::Zsh, command())),
+        (comp.join("_vpn-ns"), zsh_script(command())),
         (comp.join("vpn-ns.fish"), fish_script(command())),
     ];
     for (path, text) in &files {
@@ -97,6 +99,49 @@ fn bash_script(cmd: Command) -> String {
     bash.push_str(&bash_tables(&cmd));
     bash.push_str(BASH_CONN_LOGIC);
     bash
+}
+
+/// clap's zsh completion with the action of every CONN argument (`':conn -- help:_default'`)
+/// replaced by `_vpn_ns_connections`, defined before the script's closing `compdef`.
+fn zsh_script(cmd: Command) -> String {
+    let script = render(Shell::Zsh, cmd.clone());
+    let mut cmd = cmd;
+    cmd.build();
+    let mut ids = Vec::new();
+    collect_conn_ids(&cmd, &mut ids);
+    let mut out = String::new();
+    for line in script.lines() {
+        let body = line.trim_start_matches("'::").trim_start_matches("':");
+        let is_conn = line.starts_with('\'')
+            && ids.iter().any(|id| {
+                body.starts_with(&format!("{id} -- ")) || body.starts_with(&format!("{id}:"))
+            })
+            && line.ends_with(":_default' \\");
+        if is_conn {
+            out.push_str(&line.replace(":_default' \\", ":_vpn_ns_connections' \\"));
+        } else {
+            if line.starts_with("if [ \"$funcstack[1]\" = ") {
+                out.push_str(ZSH_CONN_LOGIC.trim_start());
+                out.push('\n');
+            }
+            out.push_str(line);
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// Ids of every argument that names a connection, anywhere in the tree.
+fn collect_conn_ids(cmd: &Command, ids: &mut Vec<String>) {
+    for a in cmd.get_positionals().filter(|a| is_conn(a)) {
+        let id = a.get_id().to_string();
+        if !ids.contains(&id) {
+            ids.push(id);
+        }
+    }
+    for sub in cmd.get_subcommands() {
+        collect_conn_ids(sub, ids);
+    }
 }
 
 /// clap's fish completion plus connection names at every CONN position.
@@ -410,6 +455,25 @@ printf '%s\n' "${COMPREPLY[@]}""#;
         assert!(f.contains("__vpn_ns_conn_wanted 'hook wg' 2 --config-dir"));
         assert!(!f.contains("__vpn_ns_conn_wanted 'hook' "));
         assert!(f.contains("function __vpn_ns_connections"));
+    }
+
+    #[test]
+    fn zsh_completes_connections_at_every_conn_argument() {
+        let z = zsh_script(toy_unbuilt());
+        // exec's `conn` and wg-quick's `c` (value name CONN), which have no help text.
+        assert!(z.contains("\n':conn:_vpn_ns_connections' \\\n"), "{z}");
+        assert!(z.contains("\n'::c:_vpn_ns_connections' \\\n"), "{z}");
+        assert!(!z.contains("'::c:_default'"), "{z}");
+        let fn_at = z.find("_vpn_ns_connections() {").expect("function defined");
+        let compdef_at = z.find("compdef _vpn-ns vpn-ns").expect("compdef kept");
+        assert!(fn_at < compdef_at);
+        let real = zsh_script(command());
+        assert!(
+            !real
+                .lines()
+                .any(|l| l.starts_with("':conn -- ") && l.ends_with(":_default' \\"))
+        );
+        assert!(real.contains(":_vpn_ns_connections' \\\n"));
     }
 
     #[test]
