@@ -217,6 +217,21 @@ printf '[Unit]\nDescription=vpn-ns CI confined service\n[Service]\nExecStart=/bi
 cp /usr/share/doc/vpn-ns/examples/systemd/confine-service.conf "$scratch/units/vpnns-ci-confined.service.d/"
 verify vpnns-ci-confined.service || fail "confine-service.conf"
 echo "service confined by confine-service.conf: ok"
+# vpn-ns@.service's readiness loop, run as systemd would (%i and $$ expanded): a
+# connection that never comes up fails it after its rounds, one without a namespace
+# passes at once. (Reaching up is the exec tests' business.)
+post=$(sed -n 's/^ExecStartPost=//p' /usr/lib/systemd/system/vpn-ns@.service)
+[ -n "$post" ] || fail "vpn-ns@.service has no ExecStartPost="
+mkdir -p "$scratch/ready"
+printf 'type = "openvpn"\nnetns-timeout = 100\n' >"$scratch/ready/never.toml"
+printf 'type = "openvpn"\nnetns-isolate = false\n' >"$scratch/ready/flat.toml"
+ready() { eval "$(printf '%s' "$post" | sed "s/%i/$1/g; s/\\\$\\\$/\$/g")"; }
+if (VPN_NS_CONFIG_DIR="$scratch/ready" ready never) 2>"$scratch/ready.err"; then
+    fail "the readiness loop passed for a connection that is not up"
+fi
+grep -q 'vpn-ns@never: not up' "$scratch/ready.err" || fail "readiness loop: $(tail -n 1 "$scratch/ready.err")"
+(VPN_NS_CONFIG_DIR="$scratch/ready" ready flat) || fail "the readiness loop failed for netns-isolate = false"
+echo "vpn-ns@.service readiness loop: ok"
 # The check can fail: a broken unit must be rejected.
 printf '[Service]\nExecStart=/nonexistent/vpn-ns up x\n' >"$scratch/units/vpnns-ci-broken.service"
 if verify vpnns-ci-broken.service 2>/dev/null; then fail "systemd-analyze verify accepted a broken unit"; fi
