@@ -10,3 +10,8 @@ banner "cargo clippy --workspace --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
 banner "cargo test --all-targets -- --test-threads=2"
 cargo test --all-targets -- --test-threads=2
+banner "cargo test --features fault-injection --test faults -- --test-threads=2"
+# Crash recovery: a build with the fault-injection points (never shipped) SIGKILLs
+# itself at each step of up and down. It rebuilds the vpn-ns binary with the feature,
+# so it runs after the suite above; a later plain build rebuilds it without.
+cargo test --features fault-injection --test faults -- --test-threads=2

@@ -70,7 +70,7 @@ fn fifty_connections_at_once() {
         t.assert_up(&sb);
     }
     assert_no_tunnel_on_host(&sb, "after 50 concurrent ups");
-    assert_owners_known(&sb, "after 50 concurrent ups");
+    assert_owners_known(&sb, &[], "after 50 concurrent ups");
 
     let downs: Vec<(&FakeTun, &str)> = tuns.iter().map(|t| (t, "down")).collect();
     assert_all_ok(&all_at_once(&sb, &downs), &downs);
@@ -85,7 +85,7 @@ fn fifty_connections_at_once() {
 /// Fully up or fully down, judged from the system and the state together.
 fn assert_consistent(sb: &Sandbox, t: &FakeTun, when: &str) -> bool {
     assert_no_tunnel_on_host(sb, when);
-    assert_owners_known(sb, when);
+    assert_owners_known(sb, &[], when);
     if state_text(sb, &t.conn).is_some() {
         t.assert_up(sb);
         assert_eq!(sb.netns_list(), vec![t.conn.clone()], "{when}");

@@ -46,7 +46,7 @@ fn assert_killed(out: &Output, point: &str) {
 fn after_kill(sb: &Sandbox, point: &str) {
     let when = format!("after SIGKILL at {point}");
     assert_no_tunnel_on_host(sb, &when);
-    assert_owners_known(sb, &when);
+    assert_owners_known(sb, &[], &when);
 }
 
 /// Killed during up, then up again (OpenVPN's next attempt): the retry completes.

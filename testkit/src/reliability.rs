@@ -158,9 +158,10 @@ pub fn assert_no_tunnel_on_host(sb: &Sandbox, when: &str) {
     }
 }
 
-/// Every named namespace (including a bare `/run/netns` file) has a state record
-/// that names it as created by vpn-ns: none is left whose owner is unknown.
-pub fn assert_owners_known(sb: &Sandbox, when: &str) {
+/// Every named namespace (including a bare `/run/netns` file) but the test's own
+/// (`test_made`, e.g. a server's) has a state record that names it as created by
+/// vpn-ns: none is left whose owner is unknown.
+pub fn assert_owners_known(sb: &Sandbox, test_made: &[&str], when: &str) {
     let records: Vec<String> = sb
         .dir_entries("/run/vpn-ns")
         .iter()
@@ -168,12 +169,76 @@ pub fn assert_owners_known(sb: &Sandbox, when: &str) {
         .filter_map(|f| sb.read(&format!("/run/vpn-ns/{f}")))
         .collect();
     for ns in sb.dir_entries("/run/netns") {
+        if test_made.contains(&ns.as_str()) {
+            continue;
+        }
         let owned = records.iter().any(|r| {
             r.contains(&format!("\"netns\": \"{ns}\"")) && r.contains("\"netns_created\": true")
         });
         assert!(
             owned,
             "{when}: namespace {ns} has no state record naming vpn-ns as its creator; records: {records:?}"
+        );
+    }
+}
+
+/// A process living inside a namespace that probes a TCP service every 200 ms and
+/// appends `up` or `down` to its log: the view of an application that stays in a
+/// persistent namespace across VPN reconnects.
+pub struct Prober {
+    pub proc: crate::sandbox::Proc,
+}
+
+impl Prober {
+    pub fn start(sb: &Sandbox, ns: &str, addr: &str, port: u16) -> Prober {
+        let script = format!(
+            "while :; do \
+               if socat -T1 -u TCP:{addr}:{port},connect-timeout=1 STDOUT >/dev/null 2>&1; \
+               then echo up; else echo down; fi; sleep 0.2; \
+             done"
+        );
+        let mut c = sb.ns_cmd(ns, "sh");
+        c.args(["-c", &script]);
+        Prober {
+            proc: sb.spawn(&format!("prober-{ns}"), c),
+        }
+    }
+
+    /// Lines logged so far.
+    pub fn lines(&self) -> usize {
+        self.proc.log_text().lines().count()
+    }
+
+    /// Waits until a line equal to `want` is logged after line `from`, then checks
+    /// that the probe keeps agreeing: the next three lines are `want` too.
+    pub fn wait_for(&mut self, want: &str, from: usize, timeout: std::time::Duration) {
+        let r = crate::wait_until(timeout, || {
+            let text = self.proc.log_text();
+            let after: Vec<&str> = text.lines().skip(from).collect();
+            match after.iter().position(|l| *l == want) {
+                Some(i) if after.len() >= i + 4 && after[i..i + 4].iter().all(|l| *l == want) => {
+                    Ok(())
+                }
+                _ => Err(format!(
+                    "the process inside has not seen `{want}` steadily since line {from}: {:?}",
+                    after.iter().rev().take(8).collect::<Vec<_>>()
+                )),
+            }
+        });
+        expect_ok(r);
+        assert!(self.proc.is_alive(), "the process inside died");
+    }
+
+    /// The prober still lives in the namespace whose inode is `ino`.
+    pub fn assert_in(&mut self, ino: u64) {
+        assert!(self.proc.is_alive(), "the process inside died");
+        let net = std::fs::read_link(format!("/proc/{}/ns/net", self.proc.pid()))
+            .map(|l| l.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        assert_eq!(
+            net,
+            format!("net:[{ino}]"),
+            "the process left the namespace"
         );
     }
 }
