@@ -64,6 +64,14 @@ pub enum LifecycleError {
     },
     #[error(transparent)]
     State(#[from] StateError),
+    #[error(
+        "connection {conn} is recorded with namespace \"{recorded}\", which vpn-ns created and which still exists, not \"{ns}\" (netns-name changed?): run `vpn-ns down {conn}` first"
+    )]
+    OtherNetns {
+        conn: String,
+        recorded: NetnsName,
+        ns: NetnsName,
+    },
 }
 
 /// What a successful up did, for the one-line report.
@@ -142,6 +150,18 @@ pub async fn up(
 ) -> Result<UpReport, LifecycleError> {
     let mut journal = Journal::default();
     fault::point("up:after-lock");
+    // Overwriting that record would leave its namespace without a known owner.
+    if let Some(p) = state::load(&conn.name)?
+        && p.netns_created
+        && p.netns != conn.netns
+        && netns::path(&p.netns).exists()
+    {
+        return Err(LifecycleError::OtherNetns {
+            conn: conn.name.clone(),
+            recorded: p.netns,
+            ns: conn.netns.clone(),
+        });
+    }
     let host = netns::current().map_err(|source| LifecycleError::OpenNetns {
         ns: conn.netns.clone(),
         source,

@@ -12,7 +12,7 @@ use std::path::Path;
 use std::process::{Output, Stdio};
 use std::time::Duration;
 
-use common::reliability::{Prober, assert_owners_known, state_text};
+use common::reliability::{FakeTun, Prober, assert_owners_known, state_text};
 use common::wireguard::*;
 use common::*;
 
@@ -217,4 +217,33 @@ fn wireguard_persistent_namespace_three_reconnects() {
         );
     }
     assert_success("vpn-ns down wgk", &vpn_ns(&sb, &["down", "wgk"]));
+}
+
+/// A record names the namespace vpn-ns created; an up with another netns-name must not
+/// overwrite it (the old namespace would be left without a known owner).
+#[test]
+fn up_refuses_to_forget_a_recorded_namespace() {
+    if !require_root("up_refuses_to_forget_a_recorded_namespace") {
+        return;
+    }
+    let sb = Sandbox::new("rec-rename");
+    let t = FakeTun::new(&sb, "ren", "tren", 9, "netns-name = \"first\"\n");
+    t.must_hook(&sb, "up");
+    sb.write_conn("ren", "type = \"openvpn\"\nnetns-name = \"second\"\n");
+    let o = t.run_hook(&sb, "up", None);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("recorded with namespace \"first\"") && err.contains("vpn-ns down ren"),
+        "{err}"
+    );
+    assert_eq!(sb.netns_list(), vec!["first".to_owned()]);
+    assert_owners_known(&sb, &[], "after the refused up");
+    // down follows the record, then the new name works.
+    t.must_hook(&sb, "down");
+    assert_eq!(sb.netns_list(), Vec::<String>::new());
+    t.must_hook(&sb, "up");
+    assert_eq!(sb.netns_list(), vec!["second".to_owned()]);
+    t.must_hook(&sb, "down");
+    assert_gone(&sb, "ren", "second");
 }
