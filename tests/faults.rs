@@ -155,3 +155,57 @@ fn killed_with_persistent_namespace() {
         assert_no_tunnel_on_host(&sb, &format!("after the cycle for {point}"));
     }
 }
+
+/// `vpn-ns up` of an OpenVPN connection whose hook is killed half-way: OpenVPN treats
+/// the failed --up as fatal and exits, and `vpn-ns up` removes what the hook made
+/// (the intent record tells it the namespace is the connection's).
+#[test]
+fn native_up_cleans_up_after_a_killed_hook() {
+    if !require_root("native_up_cleans_up_after_a_killed_hook") {
+        return;
+    }
+    let sb = Sandbox::new("fault-native");
+    let _srv = sb.start_server(&ServerOptions::default());
+    let p = common::pki::pki();
+    for point in [
+        "up:after-create-netns",
+        "up:after-move-device",
+        "up:before-state-save",
+    ] {
+        let config = sb.dir().join("work.conf");
+        let lines = [
+            "client".to_owned(),
+            "dev tun".to_owned(),
+            format!("remote {SERVER_ADDR} {SERVER_PORT} udp"),
+            "nobind".to_owned(),
+            "remote-cert-tls server".to_owned(),
+            format!("ca {}", p.ca_cert.display()),
+            format!("cert {}", p.client_cert.display()),
+            format!("key {}", p.client_key.display()),
+            "disable-dco".to_owned(),
+            // OpenVPN passes it to its --up script, the hook.
+            format!("setenv VPN_NS_FAULT {point}"),
+        ];
+        std::fs::write(&config, lines.join("\n") + "\n").expect("client config");
+        sb.write_conn(
+            "work",
+            &format!(
+                "type = \"openvpn\"\nnetns-timeout = 30000\n[openvpn]\nconfig = \"{}\"\n",
+                config.display()
+            ),
+        );
+        let o = sb
+            .vpn_ns()
+            .arg("--config-dir")
+            .arg(sb.config_dir())
+            .args(["up", "work"])
+            .output()
+            .expect("run vpn-ns up");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{point}: {err}");
+        assert!(err.contains("openvpn exited"), "{point}: {err}");
+        assert_gone(&sb, "work", "work");
+        assert_eq!(sb.netns_list(), vec![SERVER_NS.to_owned()], "{point}");
+        assert_host_untouched(&sb);
+    }
+}
