@@ -40,11 +40,11 @@ pub struct GlobalArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Entry points for VPN clients' scripts (OpenVPN --up/--down)
+    /// Entry points for VPN clients' scripts (OpenVPN --up/--down, wg-quick PostUp/PreDown)
     #[command(subcommand)]
     Hook(HookCommand),
-    /// Bring a connection up: start OpenVPN with the vpn-ns hook flags and wait until
-    /// the namespace is ready (within netns-timeout)
+    /// Bring a connection up (OpenVPN: started with the hook flags; WireGuard: natively)
+    /// and wait until the namespace is ready (within netns-timeout)
     Up {
         /// Connection name (file <config-dir>/<CONN>.toml)
         #[arg(value_name = "CONN")]
@@ -96,6 +96,31 @@ pub enum Command {
         /// The command and its arguments, after `--`
         #[arg(last = true, required = true, value_name = "CMD")]
         cmd: Vec<String>,
+    },
+    /// What is up: namespace, device, addresses, routes, DNS, processes inside, traffic
+    #[command(long_about = "What is up: namespace, device, addresses, routes, DNS, \
+processes inside, traffic counters, up since. A connection recorded as up whose namespace, \
+VPN process or device is gone is shown as stale, with the reason; `vpn-ns down CONN` cleans \
+it up. --json prints a stable, documented schema.")]
+    Status {
+        /// Only this connection (default: every connection with a state record)
+        #[arg(value_name = "CONN")]
+        conn: Option<String>,
+    },
+    /// Configured connections and recorded ones, up or down, one line each
+    List,
+    /// Prove a live namespace is sealed (exit 1 naming the failed checks)
+    #[command(
+        long_about = "Prove a live namespace is sealed. Checks, by name: state (the \
+connection is up and isolated, its VPN process runs), links (only lo and the tunnel), routes \
+(every route goes out the tunnel or stays on lo), ipv6 (tunnelled, or no way out), dns (every \
+nameserver in /etc/netns/<ns>/resolv.conf is routed via the tunnel, none on loopback), \
+nsswitch (hosts: uses only files and dns). Exit 0 when all pass, 1 naming the failed ones."
+    )]
+    Verify {
+        /// Connection name
+        #[arg(value_name = "CONN")]
+        conn: String,
     },
 }
 

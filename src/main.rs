@@ -15,6 +15,7 @@ mod openvpn;
 mod procs;
 mod spec;
 mod state;
+mod verify;
 mod wireguard;
 
 use std::process::ExitCode;

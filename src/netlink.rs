@@ -149,7 +149,8 @@ pub struct Netlink {
     events: UnboundedReceiver<(NetlinkMessage<RouteNetlinkMessage>, SocketAddr)>,
 }
 
-fn open_socket() -> Result<OwnedFd, std::io::Error> {
+/// A route netlink socket in the calling thread's namespace, subscribed to link events.
+pub fn open_socket() -> Result<OwnedFd, std::io::Error> {
     let mut s = Socket::new(NETLINK_ROUTE)?;
     // Subscribing at bind time, before any dump, means no link event can be missed
     // between "is it there?" and "wait for it".
@@ -172,6 +173,17 @@ impl Netlink {
         let (conn, handle, events) = rtnetlink::from_socket(sock);
         tokio::spawn(conn);
         Ok(Netlink { handle, events })
+    }
+
+    /// Drives a socket from `open_socket`, made in whatever namespace the caller chose
+    /// (for reading many namespaces without a thread each). Must be called inside a
+    /// tokio runtime.
+    pub fn from_socket(fd: OwnedFd) -> Netlink {
+        // SAFETY: ownership of the socket fd moves into TokioSocket.
+        let sock = unsafe { TokioSocket::from_raw_fd(fd.into_raw_fd()) };
+        let (conn, handle, events) = rtnetlink::from_socket(sock);
+        tokio::spawn(conn);
+        Netlink { handle, events }
     }
 
     pub async fn links(&self) -> Result<Vec<Link>, NetlinkError> {

@@ -192,6 +192,7 @@ fn exec_overlays_a_resolv_conf_symlinked_into_systemd_resolved() {
     // Inside the sandbox only: /etc becomes a copy with resolved's symlink (and a fresh
     // tmpfs on /etc/netns again), and resolved's directory holds a stub file pointing
     // to the host resolver and a stand-in for its socket.
+    let accounts = accounts_lock();
     sb.must(&format!(
         "set -e
          cp -a /etc {d}/etc
@@ -203,6 +204,7 @@ fn exec_overlays_a_resolv_conf_symlinked_into_systemd_resolved() {
          touch /run/systemd/resolve/io.systemd.Resolve",
         d = sb.dir().display()
     ));
+    drop(accounts);
     let _srv = sb.start_server(&ServerOptions::default());
     sb.write_conn("work", "type = \"openvpn\"\n");
     let mut client = sb.start_client("work", &ClientOptions::default());

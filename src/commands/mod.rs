@@ -5,7 +5,11 @@ mod check;
 mod down;
 mod exec;
 mod hook;
+mod probe;
+mod status;
+mod status_view;
 mod up;
+mod verify;
 pub mod wg;
 
 use std::path::PathBuf;
@@ -40,6 +44,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             wait,
             cmd,
         } => exec::exec(&cli.global, conn, user.as_deref(), *wait, cmd),
+        Command::Status { conn } => status::status(&cli.global, conn.as_deref()),
+        Command::List => status::list(&cli.global),
+        Command::Verify { conn } => verify::verify(&cli.global, conn),
     }
 }
 

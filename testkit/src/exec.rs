@@ -16,6 +16,15 @@ use crate::sandbox::{self, Sandbox, describe};
 pub const SYSTEM_CONF: &str = "/etc/vpn-ns";
 
 static USERS: AtomicU32 = AtomicU32::new(0);
+/// Tests run in parallel threads: useradd/groupadd/userdel take /etc's account locks
+/// and fail rather than wait when another holds them, and their transient lock files
+/// break a concurrent copy of /etc. Everything that touches the account files holds this.
+static ACCOUNTS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Holds off account changes by other tests of this process (see `ACCOUNTS`).
+pub fn accounts_lock() -> std::sync::MutexGuard<'static, ()> {
+    ACCOUNTS.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 /// A user (and a supplementary group) made for one test, removed on drop.
 pub struct TestUser {
@@ -39,6 +48,7 @@ impl TestUser {
             USERS.fetch_add(1, Ordering::SeqCst)
         );
         let (name, group) = (format!("vpnns-test-{n}"), format!("vpnns-tg-{n}"));
+        let _accounts = accounts_lock();
         host("groupadd", &[&group]).unwrap_or_else(|e| panic!("{e}"));
         // Constructed before useradd, so a failing useradd still removes the group.
         let mut u = TestUser {
@@ -87,6 +97,7 @@ impl TestUser {
 
 impl Drop for TestUser {
     fn drop(&mut self) {
+        let _accounts = accounts_lock();
         if let Err(e) = host("userdel", &["-r", "-f", &self.name]) {
             eprintln!("cleanup: {e}");
         }

@@ -1,0 +1,255 @@
+use super::*;
+use crate::commands::probe::{command_line, effective_uid};
+use crate::commands::status_view::{ago, bytes, render_list, render_status};
+use crate::state::Origin;
+
+fn state(up: bool) -> State {
+    State {
+        connection: "work".into(),
+        netns: "work".parse().unwrap(),
+        netns_created: true,
+        isolated: true,
+        persistent: false,
+        up,
+        origin: Origin::OpenvpnHook,
+        device: Some("tun0".into()),
+        addresses: vec![],
+        routes: vec![],
+        dns: Default::default(),
+        vpn_pid: Some(4242),
+        since: 0,
+    }
+}
+
+const ALIVE: Liveness = Liveness {
+    netns_exists: true,
+    vpn_alive: Some(true),
+    device_present: Some(true),
+};
+
+#[test]
+fn classify_up_down_kept() {
+    assert_eq!(classify(None, ALIVE), (StateKind::Down, None));
+    assert_eq!(classify(Some(&state(true)), ALIVE), (StateKind::Up, None));
+    let no_pid = Liveness {
+        vpn_alive: None,
+        ..ALIVE
+    };
+    assert_eq!(classify(Some(&state(true)), no_pid).0, StateKind::Up);
+    // Not root: the namespace was not entered, so a missing device is not a verdict.
+    let unknown = Liveness {
+        device_present: None,
+        ..ALIVE
+    };
+    assert_eq!(classify(Some(&state(true)), unknown).0, StateKind::Up);
+    // Kept: the persistent namespace stays while the VPN is down, whatever else.
+    let gone = Liveness {
+        netns_exists: true,
+        vpn_alive: Some(false),
+        device_present: Some(false),
+    };
+    assert_eq!(classify(Some(&state(false)), gone), (StateKind::Kept, None));
+}
+
+#[test]
+fn classify_stale_names_the_reason() {
+    for (live, want) in [
+        (
+            Liveness {
+                netns_exists: false,
+                ..ALIVE
+            },
+            "namespace work is gone",
+        ),
+        (
+            Liveness {
+                vpn_alive: Some(false),
+                ..ALIVE
+            },
+            "pid 4242",
+        ),
+        (
+            Liveness {
+                device_present: Some(false),
+                ..ALIVE
+            },
+            "device tun0 is no longer in namespace work",
+        ),
+    ] {
+        let (k, why) = classify(Some(&state(true)), live);
+        assert_eq!(k, StateKind::Stale);
+        let why = why.unwrap();
+        assert!(why.contains(want), "{why}");
+    }
+    let mut host = state(true);
+    host.isolated = false;
+    let (k, _) = classify(
+        Some(&host),
+        Liveness {
+            netns_exists: false,
+            ..ALIVE
+        },
+    );
+    assert_eq!(
+        k,
+        StateKind::Up,
+        "a host-namespace connection has no namespace"
+    );
+}
+
+#[test]
+fn rfc3339_utc() {
+    assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+    assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+    assert_eq!(rfc3339(1_795_960_204), "2026-11-29T13:50:04Z");
+    assert_eq!(rfc3339(4_107_542_399), "2100-02-28T23:59:59Z");
+}
+
+#[test]
+fn proc_fields() {
+    let status = "Name:\tsleep\nUid:\t1000\t0\t0\t0\nGid:\t0\t0\t0\t0\n";
+    assert_eq!(effective_uid(status), Some(0));
+    assert_eq!(effective_uid("Name: x\n"), None);
+    assert_eq!(
+        command_line(b"sleep\x00100\x00").as_deref(),
+        Some("sleep 100")
+    );
+    assert_eq!(command_line(b""), None);
+}
+
+#[test]
+fn human_units() {
+    assert_eq!(bytes(512), "512 B");
+    assert_eq!(bytes(1536), "1.5 KiB");
+    assert_eq!(bytes(3 * 1024 * 1024), "3.0 MiB");
+    assert_eq!(ago(59), "59s");
+    assert_eq!(ago(3725), "1h 2m");
+    assert_eq!(ago(90_000), "1d 1h");
+}
+
+fn conn(name: &str, st: StateKind) -> ConnStatus {
+    ConnStatus {
+        name: name.into(),
+        kind: Some(ConnectionType::OpenVpn),
+        uuid: None,
+        state: st,
+        stale_reason: None,
+        netns: Some(name.into()),
+        netns_exists: st != StateKind::Down,
+        device: (st != StateKind::Down).then(|| "tun0".into()),
+        device_present: Some(st == StateKind::Up),
+        mtu: Some(1500),
+        addresses: vec![AddrOut {
+            local: "100.64.0.2/24".into(),
+            peer: None,
+        }],
+        routes: vec![RouteOut {
+            dest: "0.0.0.0/0".into(),
+            gateway: Some("100.64.0.1".parse().unwrap()),
+            metric: None,
+            dev: Some("tun0".into()),
+        }],
+        dns: DnsOut {
+            servers: vec!["203.0.113.53".into()],
+            search: vec!["vpn.example".into()],
+        },
+        processes: vec![ProcOut {
+            pid: 77,
+            user: "root".into(),
+            command: "sleep 1000".into(),
+        }],
+        rx_bytes: Some(2048),
+        tx_bytes: Some(100),
+        up_since: Some(rfc3339(1000)),
+        since: Some(1000),
+        vpn_pid: Some(4242),
+        persistent: false,
+        isolated: true,
+    }
+}
+
+#[test]
+fn status_block_and_list_table() {
+    let mut stale = conn("old", StateKind::Stale);
+    stale.stale_reason = Some("namespace old is gone".into());
+    let r = Report {
+        connections: vec![conn("work", StateKind::Up), stale],
+    };
+    let s = render_status(&r, 1060);
+    assert!(s.contains("work (openvpn): up\n"), "{s}");
+    assert!(
+        s.contains("  routes     default via 100.64.0.1 dev tun0\n"),
+        "{s}"
+    );
+    assert!(
+        s.contains("  dns        203.0.113.53; search vpn.example\n"),
+        "{s}"
+    );
+    assert!(s.contains("  processes  77 root sleep 1000\n"), "{s}");
+    assert!(s.contains("  traffic    rx 2.0 KiB, tx 100 B\n"), "{s}");
+    assert!(s.contains("(1m 0s ago)"), "{s}");
+    assert!(
+        s.contains(
+            "old (openvpn): STALE: namespace old is gone\n  clean up with: vpn-ns down old\n"
+        ),
+        "{s}"
+    );
+
+    let r = Report {
+        connections: vec![conn("work", StateKind::Up), conn("home", StateKind::Down)],
+    };
+    let t = render_list(&r, 1060);
+    let lines: Vec<&str> = t.lines().collect();
+    assert_eq!(lines.len(), 3, "{t}");
+    assert!(lines[0].starts_with("NAME  TYPE     STATE"), "{t}");
+    assert!(lines[1].starts_with("work  openvpn  up "), "{t}");
+    assert!(lines[2].starts_with("home  openvpn  down "), "{t}");
+    assert_eq!(
+        render_status(
+            &Report {
+                connections: vec![]
+            },
+            0
+        ),
+        "no connection is up\n"
+    );
+}
+
+#[test]
+fn json_schema_field_names() {
+    let v = serde_json::to_value(Report {
+        connections: vec![conn("work", StateKind::Up)],
+    })
+    .unwrap();
+    let c = &v["connections"][0];
+    for k in [
+        "name",
+        "type",
+        "uuid",
+        "state",
+        "stale_reason",
+        "netns",
+        "netns_exists",
+        "device",
+        "device_present",
+        "mtu",
+        "addresses",
+        "routes",
+        "dns",
+        "processes",
+        "rx_bytes",
+        "tx_bytes",
+        "up_since",
+        "vpn_pid",
+        "persistent",
+        "isolated",
+    ] {
+        assert!(c.get(k).is_some(), "missing {k} in {c}");
+    }
+    assert!(c.get("since").is_none());
+    assert_eq!(c["type"], "openvpn");
+    assert_eq!(c["state"], "up");
+    assert_eq!(c["routes"][0]["dest"], "0.0.0.0/0");
+    assert_eq!(c["processes"][0]["pid"], 77);
+    assert_eq!(c["up_since"], "1970-01-01T00:16:40Z");
+}

@@ -1,0 +1,114 @@
+//! `vpn-ns verify <CONN>`: gathers a snapshot of the connection's namespace, runs the
+//! checks of `crate::verify`, prints them, and exits 1 naming the failed ones.
+
+use std::fs;
+use std::io;
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use serde::Serialize;
+
+use super::probe::read_ns;
+use crate::cli::GlobalArgs;
+use crate::commands::{UsageError, runtime};
+use crate::dns;
+use crate::netns;
+use crate::spec::NetnsName;
+use crate::state;
+use crate::verify::{CheckResult, Live, Recorded, Snapshot, run_checks};
+
+#[derive(Serialize)]
+struct VerifyJson<'a> {
+    connection: &'a str,
+    sealed: bool,
+    checks: &'a [CheckResult],
+}
+
+/// Raised after the results are printed: exit 1, naming what failed.
+#[derive(Debug, thiserror::Error)]
+#[error("connection {conn}: namespace is NOT sealed; failed check(s): {failed}")]
+struct NotSealed {
+    conn: String,
+    failed: String,
+}
+
+pub fn verify(g: &GlobalArgs, conn: &str) -> anyhow::Result<ExitCode> {
+    if conn.parse::<NetnsName>().is_err() {
+        return Err(UsageError(format!(
+            "connection name {conn:?} is not valid: use 1 to 64 characters of A-Z a-z 0-9 _ . -"
+        ))
+        .into());
+    }
+    let snapshot = gather(conn)?;
+    let checks = run_checks(&snapshot);
+    let failed: Vec<&str> = checks.iter().filter(|c| !c.ok).map(|c| c.name).collect();
+    if g.json {
+        let out = VerifyJson {
+            connection: conn,
+            sealed: failed.is_empty(),
+            checks: &checks,
+        };
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        for c in &checks {
+            let mark = if c.ok { "ok  " } else { "FAIL" };
+            println!("{mark} {:<9} {}", c.name, c.detail);
+        }
+        if failed.is_empty() {
+            println!("{conn}: sealed");
+        }
+    }
+    if failed.is_empty() {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        Err(NotSealed {
+            conn: conn.to_owned(),
+            failed: failed.join(", "),
+        }
+        .into())
+    }
+}
+
+fn gather(conn: &str) -> anyhow::Result<Snapshot> {
+    let Some(st) = state::load(conn)? else {
+        return Ok(Snapshot::default());
+    };
+    let recorded = Recorded {
+        up: st.up,
+        isolated: st.isolated,
+        netns: st.netns.to_string(),
+        device: st.device.clone(),
+        vpn_alive: st
+            .vpn_pid
+            .map(|p| Path::new(&format!("/proc/{p}")).exists()),
+    };
+    let live = if st.isolated && netns::exists(&st.netns) {
+        let ns = netns::open(&st.netns)?;
+        let view = runtime()?
+            .block_on(read_ns(Some(&ns)))
+            .with_context(|| format!("cannot read namespace {}", st.netns))?;
+        let etc = dns::etc_dir(&st.netns);
+        Some(Live {
+            links: view.links,
+            addresses: view.addresses,
+            routes: view.routes,
+            resolv_conf: read_optional(&etc.join("resolv.conf"))?,
+            nsswitch: read_optional(&etc.join("nsswitch.conf"))?,
+        })
+    } else {
+        None
+    };
+    Ok(Snapshot {
+        recorded: Some(recorded),
+        live,
+    })
+}
+
+fn read_optional(p: &Path) -> anyhow::Result<Option<String>> {
+    match fs::read_to_string(p) {
+        Ok(t) => Ok(Some(t)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("cannot read {}", p.display())),
+    }
+}
