@@ -43,10 +43,37 @@ fn assert_killed(out: &Output, point: &str) {
     );
 }
 
-fn after_kill(sb: &Sandbox, point: &str) {
+/// Nothing of the tunnel on the host, every namespace owned, and `status` calls a
+/// record left behind stale (pointing at `vpn-ns down`).
+fn after_kill(sb: &Sandbox, t: &FakeTun, point: &str) {
     let when = format!("after SIGKILL at {point}");
     assert_no_tunnel_on_host(sb, &when);
     assert_owners_known(sb, &[], &when);
+    // An up that died (intent record), or a down that died after the device left
+    // (the record still says up). A kept persistent record stays "kept".
+    if let Some(st) = state_text(sb, &t.conn)
+        && (st.contains("\"creating\": true") || st.contains("\"up\": true"))
+    {
+        assert_status(sb, t, "STALE", &when);
+    }
+}
+
+fn assert_status(sb: &Sandbox, t: &FakeTun, want: &str, when: &str) {
+    let o = sb
+        .vpn_ns()
+        .arg("--config-dir")
+        .arg(sb.config_dir())
+        .args(["status", &t.conn])
+        .output()
+        .expect("run vpn-ns status");
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains(want) && out.contains(&format!("vpn-ns down {}", t.conn)),
+        "{when}: `vpn-ns status {}` must say {want} and how to clean up ({}):\n{out}{}",
+        t.conn,
+        o.status,
+        String::from_utf8_lossy(&o.stderr)
+    );
 }
 
 /// Killed during up, then up again (OpenVPN's next attempt): the retry completes.
@@ -59,7 +86,7 @@ fn killed_up_then_up_again() {
     let t = FakeTun::new(&sb, "fa", "tfa", 1, "");
     for point in UP_POINTS {
         assert_killed(&t.run_hook(&sb, "up", Some(point)), point);
-        after_kill(&sb, point);
+        after_kill(&sb, &t, point);
         t.must_hook(&sb, "up");
         t.assert_up(&sb);
         assert_no_tunnel_on_host(&sb, &format!("retry after {point}"));
@@ -78,7 +105,7 @@ fn killed_up_then_down() {
     let t = FakeTun::new(&sb, "fb", "tfb", 2, "");
     for point in UP_POINTS {
         assert_killed(&t.run_hook(&sb, "up", Some(point)), point);
-        after_kill(&sb, point);
+        after_kill(&sb, &t, point);
         t.must_hook(&sb, "down");
         t.assert_down(&sb);
         assert_no_tunnel_on_host(&sb, &format!("down after {point}"));
@@ -96,7 +123,7 @@ fn killed_down_then_down_again() {
     for point in DOWN_POINTS {
         t.must_hook(&sb, "up");
         assert_killed(&t.run_hook(&sb, "down", Some(point)), point);
-        after_kill(&sb, point);
+        after_kill(&sb, &t, point);
         t.must_hook(&sb, "down");
         t.assert_down(&sb);
         t.must_hook(&sb, "up");
@@ -135,7 +162,7 @@ fn killed_with_persistent_namespace() {
             t.must_hook(&sb, "up");
             assert_killed(&t.run_hook(&sb, "down", Some(point)), point);
         }
-        after_kill(&sb, point);
+        after_kill(&sb, &t, point);
         t.must_hook(&sb, "up");
         t.assert_up(&sb);
         assert_eq!(

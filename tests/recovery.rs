@@ -1,7 +1,8 @@
 //! Recovery and persistent namespaces with real VPNs.
 //! - OpenVPN SIGKILLed (its down hook never runs) leaves a stale record: the namespace
-//!   stays with a known owner and a dead `vpn_pid`; `vpn-ns down` cleans everything,
-//!   and the next OpenVPN start (with or without that down) works.
+//!   stays with a known owner and a dead `vpn_pid`, `status` calls it stale,
+//!   `vpn-ns down` cleans everything, and the next OpenVPN start (with or without that
+//!   down) works.
 //! - netns-persistent, OpenVPN and WireGuard: a process inside survives three
 //!   down/up cycles in the same namespace, has no network while the VPN is down and
 //!   gets it back after each up.
@@ -55,13 +56,18 @@ fn connect_and_kill(sb: &Sandbox, conn: &str) -> u64 {
         client.proc.wait_exit(SETTLE).is_some(),
         "openvpn survived SIGKILL"
     );
-    // Stale: the record is still there, its VPN process is not. (`vpn-ns status` shows
-    // this as stale; here the test looks at the record and /proc directly.)
+    // Stale: the record is still there, its VPN process is not, and status says so.
     let st = state_text(sb, conn).expect("the record must outlive the killed OpenVPN");
     assert!(st.contains("\"up\": true"), "{st}");
     assert!(
         !Path::new(&format!("/proc/{pid}")).exists(),
         "pid {pid} still exists"
+    );
+    let o = vpn_ns(sb, &["status", conn]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains("STALE") && out.contains(&format!("pid {pid}")),
+        "status must call the connection stale, naming the dead OpenVPN:\n{out}"
     );
     assert_owners_known(sb, &[SERVER_NS], "after SIGKILL of openvpn");
     assert!(
