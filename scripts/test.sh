@@ -8,5 +8,12 @@ banner "cargo fmt --all --check"
 cargo fmt --all --check
 banner "cargo clippy --workspace --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
+# tests/faults.rs is built only with the fault-injection feature: lint and run it
+# here, before the plain suite, whose build then replaces the test-only vpn-ns binary
+# (SIGKILL points at each step of up and down; never shipped) with the normal one.
+banner "cargo clippy --workspace --all-targets --features fault-injection -- -D warnings"
+cargo clippy --workspace --all-targets --features fault-injection -- -D warnings
+banner "cargo test --features fault-injection --test faults -- --test-threads=2"
+cargo test --features fault-injection --test faults -- --test-threads=2
 banner "cargo test --all-targets -- --test-threads=2"
 cargo test --all-targets -- --test-threads=2

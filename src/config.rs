@@ -20,6 +20,8 @@ use crate::spec::{DomainName, InvalidValue, NetnsName};
 
 mod locate;
 use locate::Document;
+mod trust;
+pub use trust::require_root_owned;
 
 pub const DEFAULT_CONFIG_DIR: &str = "/etc/vpn-ns";
 
@@ -305,19 +307,38 @@ fn check_name(name: &str, path: &Path) -> Result<(), ConfigError> {
 pub fn load(dir: &Path, name: &str) -> Result<Connection, ConfigError> {
     let path = dir.join(format!("{name}.toml"));
     check_name(name, &path)?;
-    let text = std::fs::read_to_string(&path).map_err(|source| match source.kind() {
+    let text = read_trusted(&path, name)?;
+    let conn = parse(name, &path, &text)?;
+    let named = [
+        conn.openvpn.as_ref().map(|o| o.config.as_path()),
+        conn.wireguard.as_ref().and_then(|w| w.config.as_deref()),
+    ];
+    for p in named.into_iter().flatten() {
+        trust::check_named(p)?;
+    }
+    tracing::debug!(path = %path.display(), kind = %conn.kind, netns = %conn.netns, "loaded connection");
+    Ok(conn)
+}
+
+/// Reads connection `name`'s file through one descriptor, so that the file whose
+/// ownership was checked is the file read.
+fn read_trusted(path: &Path, name: &str) -> Result<String, ConfigError> {
+    use std::io::Read as _;
+    let io = |source: io::Error| match source.kind() {
         io::ErrorKind::NotFound => ConfigError::NotFound {
-            path: path.clone(),
+            path: path.to_owned(),
             name: name.to_owned(),
         },
         _ => ConfigError::Io {
-            path: path.clone(),
+            path: path.to_owned(),
             source,
         },
-    })?;
-    let conn = parse(name, &path, &text)?;
-    tracing::debug!(path = %path.display(), kind = %conn.kind, netns = %conn.netns, "loaded connection");
-    Ok(conn)
+    };
+    let mut f = std::fs::File::open(path).map_err(io)?;
+    trust::check_opened(path, &f.metadata().map_err(io)?)?;
+    let mut text = String::new();
+    f.read_to_string(&mut text).map_err(io)?;
+    Ok(text)
 }
 
 pub fn load_all(dir: &Path) -> Result<Vec<Connection>, ConfigError> {

@@ -8,6 +8,7 @@ use std::net::IpAddr;
 
 use crate::config::Connection;
 use crate::dns;
+use crate::fault;
 use crate::netlink::{Link, Netlink, NetlinkError};
 use crate::netns::{self, NetnsError};
 use crate::spec::{DnsSpec, IpNet, NetnsName, NetworkSpec, Route};
@@ -63,6 +64,14 @@ pub enum LifecycleError {
     },
     #[error(transparent)]
     State(#[from] StateError),
+    #[error(
+        "connection {conn} is recorded with namespace \"{recorded}\", which vpn-ns created and which still exists, not \"{ns}\" (netns-name changed?): run `vpn-ns down {conn}` first"
+    )]
+    OtherNetns {
+        conn: String,
+        recorded: NetnsName,
+        ns: NetnsName,
+    },
 }
 
 /// What a successful up did, for the one-line report.
@@ -80,6 +89,8 @@ pub struct UpReport {
 #[derive(Default)]
 struct Journal {
     created_netns: Option<NetnsName>,
+    /// The intent record written before creating the namespace.
+    intent: bool,
     /// Device moved into the namespace by this call.
     moved: Option<String>,
     created_etc: Option<NetnsName>,
@@ -138,6 +149,19 @@ pub async fn up(
     vpn_pid: Option<u32>,
 ) -> Result<UpReport, LifecycleError> {
     let mut journal = Journal::default();
+    fault::point("up:after-lock");
+    // Overwriting that record would leave its namespace without a known owner.
+    if let Some(p) = state::load(&conn.name)?
+        && p.netns_created
+        && p.netns != conn.netns
+        && netns::path(&p.netns).exists()
+    {
+        return Err(LifecycleError::OtherNetns {
+            conn: conn.name.clone(),
+            recorded: p.netns,
+            ns: conn.netns.clone(),
+        });
+    }
     let host = netns::current().map_err(|source| LifecycleError::OpenNetns {
         ns: conn.netns.clone(),
         source,
@@ -173,12 +197,24 @@ async fn up_isolated(
             );
         }
     } else {
+        if owned_before {
+            // A crash inside netns::create can leave the bare mount-point file behind.
+            netns::delete(ns).map_err(|source| LifecycleError::DeleteNetns {
+                ns: ns.clone(),
+                source,
+            })?;
+        }
+        // Recorded before it exists: whenever vpn-ns dies from here on, the namespace
+        // has a known owner that the next up reuses and down removes.
+        state::save(&intent_record(conn, spec, origin, vpn_pid))?;
+        journal.intent = true;
         netns::create(ns).map_err(|source| LifecycleError::CreateNetns {
             ns: ns.clone(),
             source,
         })?;
         journal.created_netns = Some(ns.clone());
         tracing::debug!("created namespace {ns}");
+        fault::point("up:after-create-netns");
     }
     let ns_file = netns::open(ns).map_err(|source| LifecycleError::OpenNetns {
         ns: ns.clone(),
@@ -216,14 +252,16 @@ async fn up_isolated(
                     source,
                 })?;
             journal.moved = Some(dev.to_owned());
-            inside
+            let l = inside
                 .wait_for_link(dev, conn.netns_timeout)
                 .await
                 .map_err(|source| LifecycleError::Move {
                     device: dev.to_owned(),
                     ns: ns.clone(),
                     source,
-                })?
+                })?;
+            fault::point("up:after-move-device");
+            l
         }
     };
 
@@ -254,6 +292,7 @@ async fn up_isolated(
     if created_etc {
         journal.created_etc = Some(ns.clone());
     }
+    fault::point("up:after-dns");
 
     let st = State {
         connection: conn.name.clone(),
@@ -269,7 +308,9 @@ async fn up_isolated(
         dns: dns.clone(),
         vpn_pid,
         since: state::now(),
+        creating: false,
     };
+    fault::point("up:before-state-save");
     state::save(&st)?;
     journal.wrote_state = Some(conn.name.clone());
     Ok(UpReport {
@@ -280,6 +321,31 @@ async fn up_isolated(
         dns_servers: dns.servers.len(),
         reused,
     })
+}
+
+/// The record saved before up creates the namespace (see `State::creating`).
+fn intent_record(
+    conn: &Connection,
+    spec: &NetworkSpec,
+    origin: Origin,
+    vpn_pid: Option<u32>,
+) -> State {
+    State {
+        connection: conn.name.clone(),
+        netns: conn.netns.clone(),
+        netns_created: true,
+        isolated: true,
+        persistent: conn.netns_persistent,
+        up: false,
+        origin,
+        device: Some(spec.device.to_string()),
+        addresses: Vec::new(),
+        routes: Vec::new(),
+        dns: DnsSpec::default(),
+        vpn_pid,
+        since: state::now(),
+        creating: true,
+    }
 }
 
 /// `netns-isolate = false`: addresses and pushed routes in the host namespace, never a
@@ -327,6 +393,7 @@ async fn up_host(
         dns: DnsSpec::default(),
         vpn_pid,
         since: state::now(),
+        creating: false,
     };
     state::save(&st)?;
     journal.wrote_state = Some(conn.name.clone());
@@ -381,10 +448,12 @@ async fn apply(
     for a in &spec.addresses {
         nl.add_address(link, a).await?;
     }
+    fault::point("up:after-addresses");
     nl.set_up(link.index, &link.name).await?;
     for r in routes {
         nl.add_route(link, r).await?;
     }
+    fault::point("up:after-routes");
     Ok(())
 }
 
@@ -427,11 +496,22 @@ async fn rollback(conn: &Connection, host: &File, j: Journal) {
             Err(e) => tracing::error!("rollback: {e}"),
         }
     }
+    let mut netns_gone = true;
     if let Some(ns) = &j.created_netns {
         match netns::delete(ns) {
             Ok(()) => tracing::info!("rolled back: namespace {ns} removed"),
-            Err(e) => tracing::error!("rollback: cannot delete namespace {ns}: {e}"),
+            Err(e) => {
+                netns_gone = false;
+                tracing::error!("rollback: cannot delete namespace {ns}: {e}");
+            }
         }
+    }
+    // The intent record goes only with its namespace: one left behind keeps an owner.
+    if j.intent
+        && netns_gone
+        && let Err(e) = state::remove(&conn.name)
+    {
+        tracing::error!("rollback: {e}");
     }
 }
 
@@ -504,6 +584,7 @@ pub async fn down(conn: &Connection) -> Result<DownReport, LifecycleError> {
                 returned = Some(dev.clone());
             }
         }
+        fault::point("down:after-device-strip");
     }
     if st.origin == Origin::Adopt {
         crate::adopt::restore(&conn.name, returned.as_deref(), conn.netns_timeout).await?;
@@ -513,6 +594,8 @@ pub async fn down(conn: &Connection) -> Result<DownReport, LifecycleError> {
         kept.up = false;
         kept.device = None;
         kept.vpn_pid = None;
+        kept.creating = false;
+        fault::point("down:before-state-keep");
         state::save(&kept)?;
         return Ok(DownReport {
             netns: Some(ns),
@@ -527,6 +610,7 @@ pub async fn down(conn: &Connection) -> Result<DownReport, LifecycleError> {
             source,
         })?;
         removed = true;
+        fault::point("down:after-netns-delete");
     } else {
         tracing::info!("namespace \"{ns}\" was not created by vpn-ns: leaving it in place");
     }
@@ -534,6 +618,7 @@ pub async fn down(conn: &Connection) -> Result<DownReport, LifecycleError> {
         ns: ns.clone(),
         source,
     })?;
+    fault::point("down:before-state-remove");
     state::remove(&conn.name)?;
     Ok(DownReport {
         netns: Some(ns),

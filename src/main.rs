@@ -7,6 +7,7 @@ mod commands;
 mod config;
 mod dns;
 mod exec;
+mod fault;
 mod lifecycle;
 mod netlink;
 mod netns;

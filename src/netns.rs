@@ -126,6 +126,7 @@ pub fn create(name: &NetnsName) -> Result<(), NetnsError> {
         .mode(0o0)
         .open(&target)
         .map_err(io_err("cannot create", &target))?;
+    crate::fault::point("up:netns-file-created");
     let t = target.clone();
     let res = std::thread::spawn(move || -> Result<(), NetnsError> {
         // The thread's new namespace lives on through the bind mount after it exits.

@@ -148,7 +148,9 @@ struct Journal {
     nat: bool,
     created_etc: bool,
     record: bool,
+    /// A state record (intent or final) was written; `prior` is what to put back.
     state: bool,
+    prior: Option<State>,
 }
 
 /// Brings a macvlan or routed connection up. The caller holds the connection's lock.
@@ -213,6 +215,35 @@ async fn up_journaled(conn: &Connection, j: &mut Journal) -> anyhow::Result<UpRe
             }
         );
     };
+    let ns = &conn.netns;
+    let prior = state::load(&conn.name)?;
+    if let Some(p) = &prior
+        && p.netns_created
+        && &p.netns != ns
+        && netns::path(&p.netns).exists()
+    {
+        bail!(
+            "the state records namespace \"{}\" (created by vpn-ns) for connection {}, not \"{ns}\": run `vpn-ns down {}` first",
+            p.netns,
+            conn.name,
+            conn.name
+        );
+    }
+    let owned_before = prior
+        .as_ref()
+        .is_some_and(|s| s.netns_created && &s.netns == ns);
+    let host_veth = conn
+        .routed
+        .as_ref()
+        .map(|_| links::host_veth_name(&conn.name));
+    // A record that is not up (an up that died half way, or a kept persistent
+    // namespace) makes this connection's devices found now leftovers of ours.
+    if prior.is_some()
+        && let Some(v) = &host_veth
+        && links::delete_link(&host, v).await?
+    {
+        tracing::info!("removed {v}, left by an earlier up of {}", conn.name);
+    }
     let transfer = match &conn.routed {
         Some(r) => {
             let taken = host_networks(&host).await?;
@@ -223,19 +254,53 @@ async fn up_journaled(conn: &Connection, j: &mut Journal) -> anyhow::Result<UpRe
         }
         None => None,
     };
+    let inside_name = match &conn.macvlan {
+        Some(m) => m.parent.as_str(),
+        None => links::ROUTED_INSIDE,
+    };
+    let mut rec = Record {
+        inside: inside_name.to_owned(),
+        host_veth: host_veth.clone(),
+        transfer,
+        uplink: conn.routed.as_ref().map(|r| r.uplink.to_string()),
+        forwarding: false,
+        lease: None,
+        lease_obtained: None,
+    };
 
-    let ns = &conn.netns;
-    let prior = state::load(&conn.name)?;
-    let owned_before = prior
-        .as_ref()
-        .is_some_and(|s| s.netns_created && &s.netns == ns);
-    if netns::exists(ns) {
-        if !owned_before {
-            tracing::warn!(
-                "namespace \"{ns}\" already exists and was not created by vpn-ns: using it, and it will not be deleted on down"
-            );
-        }
-    } else {
+    let create = !netns::exists(ns);
+    if !create && !owned_before {
+        tracing::warn!(
+            "namespace \"{ns}\" already exists and was not created by vpn-ns: using it, and it will not be deleted on down"
+        );
+    }
+    if create && owned_before {
+        // A crash inside netns::create can leave the bare mount-point file behind.
+        netns::delete(ns).with_context(|| format!("cannot delete namespace \"{ns}\""))?;
+    }
+    // Recorded before anything exists: whenever vpn-ns dies from here on, the
+    // namespace has a known owner and down finds the devices, NAT and forwarding claim.
+    j.prior = prior.clone();
+    save_record(&conn.name, &rec)?;
+    j.record = true;
+    state::save(&State {
+        connection: conn.name.clone(),
+        netns: ns.clone(),
+        netns_created: create || owned_before,
+        isolated: true,
+        persistent: conn.netns_persistent,
+        up: false,
+        origin,
+        device: Some(inside_name.to_owned()),
+        addresses: Vec::new(),
+        routes: Vec::new(),
+        dns: DnsSpec::default(),
+        vpn_pid: None,
+        since: state::now(),
+        creating: true,
+    })?;
+    j.state = true;
+    if create {
         netns::create(ns).with_context(|| format!("cannot create namespace \"{ns}\""))?;
         j.created_netns = Some(ns.clone());
     }
@@ -245,15 +310,10 @@ async fn up_journaled(conn: &Connection, j: &mut Journal) -> anyhow::Result<UpRe
         inside.set_up(lo.index, "lo").await?;
     }
 
-    let mut rec = Record {
-        inside: String::new(),
-        host_veth: None,
-        transfer,
-        uplink: None,
-        forwarding: false,
-        lease: None,
-        lease_obtained: None,
-    };
+    // Leftover of a half-done earlier up inside a namespace that was kept.
+    if prior.is_some() && links::delete_link(&inside, inside_name).await? {
+        tracing::info!("removed {inside_name} in namespace {ns}, left by an earlier up");
+    }
     let (link, address, gateway, pushed) = match (&conn.macvlan, transfer) {
         (Some(m), _) => {
             let name = m.parent.as_str();
@@ -261,7 +321,6 @@ async fn up_journaled(conn: &Connection, j: &mut Journal) -> anyhow::Result<UpRe
             links::create_macvlan(&host, name, (host_link.index, name), m.mode, mac, &ns_file)
                 .await?;
             j.inside_link = Some(name.to_owned());
-            rec.inside = name.to_owned();
             let link = inside_link(&inside, name, ns).await?;
             inside.set_up(link.index, name).await?;
             match m.address {
@@ -291,9 +350,6 @@ async fn up_journaled(conn: &Connection, j: &mut Journal) -> anyhow::Result<UpRe
             }
             links::create_veth(&host, &host_name, links::ROUTED_INSIDE, &ns_file).await?;
             j.host_veth = Some(host_name.clone());
-            rec.host_veth = Some(host_name.clone());
-            rec.inside = links::ROUTED_INSIDE.to_owned();
-            rec.uplink = Some(uplink.to_owned());
             let (host_end, inside_end) = links::transfer_ends(&t);
             let hl = host
                 .link(&host_name)
@@ -366,6 +422,7 @@ async fn up_journaled(conn: &Connection, j: &mut Journal) -> anyhow::Result<UpRe
         dns: dns.clone(),
         vpn_pid: None,
         since: state::now(),
+        creating: false,
     };
     state::save(&st)?;
     j.state = true;
@@ -427,16 +484,6 @@ fn run_dhcp(ns_file: &File, dev: &str, mac: [u8; 6], conn: &str) -> anyhow::Resu
 
 async fn rollback(conn: &Connection, j: Journal) {
     let log = |what: &str, e: anyhow::Error| tracing::error!("rollback: {what}: {e:#}");
-    if j.state
-        && let Err(e) = state::remove(&conn.name)
-    {
-        log("state", e.into());
-    }
-    if j.record
-        && let Err(e) = remove_record(&conn.name)
-    {
-        log("record", e);
-    }
     if j.created_etc
         && let Err(e) = dns::remove(&conn.netns)
     {
@@ -469,6 +516,21 @@ async fn rollback(conn: &Connection, j: Journal) {
         match netns::delete(ns) {
             Ok(()) => tracing::info!("rolled back: namespace {ns} removed"),
             Err(e) => log("namespace", e.into()),
+        }
+    }
+    // Last: while anything above is left, the record names its owner.
+    if j.record
+        && let Err(e) = remove_record(&conn.name)
+    {
+        log("record", e);
+    }
+    if j.state {
+        let r = match &j.prior {
+            Some(p) => state::save(p),
+            None => state::remove(&conn.name),
+        };
+        if let Err(e) = r {
+            log("state", e.into());
         }
     }
 }
@@ -518,6 +580,7 @@ pub async fn down(conn: &Connection) -> anyhow::Result<DownReport> {
     if keep {
         let mut kept = st.clone();
         kept.up = false;
+        kept.creating = false;
         kept.device = None;
         state::save(&kept)?;
     } else {

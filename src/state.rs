@@ -72,6 +72,11 @@ pub struct State {
     pub vpn_pid: Option<u32>,
     /// Unix time of the last successful up.
     pub since: u64,
+    /// An intent record: written before up creates the namespace and replaced by the
+    /// full record at the end of up, so a crash in between leaves a namespace whose
+    /// owner is known. The next up reuses the namespace; down removes it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub creating: bool,
 }
 
 pub fn run_dir() -> PathBuf {

@@ -271,6 +271,49 @@ fn macvlan_dhcp_without_a_server_fails_and_rolls_back() {
     assert_gone(&sb, "lan", "lan");
 }
 
+/// vpn-ns killed half way through up (waiting for DHCP, the macvlan already in the
+/// namespace): the namespace has a record naming vpn-ns as its creator, and both down
+/// and a new up finish the job.
+#[test]
+fn macvlan_killed_during_dhcp_is_finished_by_down_or_up() {
+    if !require_root("macvlan_killed_during_dhcp_is_finished_by_down_or_up") {
+        return;
+    }
+    let sb = Sandbox::new("macvlan-killed");
+    let _srv = setup_lan(&sb);
+    sb.write_conn(
+        "lan",
+        "type = \"macvlan\"\n[macvlan]\nparent = \"lan0\"\ndhcp = true\n",
+    );
+    for finish in ["down", "up"] {
+        let mut c = sb.vpn_ns();
+        c.arg("--config-dir")
+            .arg(sb.config_dir())
+            .args(["up", "lan"]);
+        let mut up = sb.spawn("killed-up", c);
+        expect_ok(wait_until(SETTLE, || {
+            sb.ip(Some("lan"), &["link", "show", "lan0"]).map(|_| ())
+        }));
+        assert!(up.signal(9), "up ended before the kill");
+        up.wait_exit(SETTLE);
+        let st = sb
+            .read("/run/vpn-ns/lan.json")
+            .expect("a record of the killed up");
+        assert!(st.contains("\"netns_created\": true"), "{st}");
+        if finish == "up" {
+            let _dhcp = dnsmasq(&sb);
+            must_vpn_ns(&sb, &["up", "lan"]);
+            assert_eq!(
+                sb.tcp_get(Some("lan"), LAN_SERVER, PEER_PORT).as_deref(),
+                Ok(addr_of(&sb, "lan", "lan0").as_str())
+            );
+        }
+        must_vpn_ns(&sb, &["down", "lan"]);
+        assert_gone(&sb, "lan", "lan");
+        assert!(!sb.exists("/run/vpn-ns/lan.plain"));
+    }
+}
+
 #[test]
 fn routed_masquerades_out_of_the_uplink_and_down_restores_the_host() {
     if !require_root("routed_masquerades_out_of_the_uplink_and_down_restores_the_host") {

@@ -102,7 +102,9 @@ fn finish_down(conn: &Connection) -> anyhow::Result<()> {
         tracing::info!("{}: down", conn.name);
         return Ok(());
     };
-    if !st.up {
+    // An intent record (up died half way) is not a kept namespace: lifecycle::down
+    // removes what that up made.
+    if !st.up && !st.creating {
         tracing::info!(
             "{}: down, namespace {} kept (netns-persistent)",
             conn.name,

@@ -25,6 +25,9 @@ use crate::config;
 pub struct UsageError(pub String);
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    if let Some(who) = elevated_by() {
+        config::require_root_owned(who);
+    }
     match &cli.command {
         Command::Hook(HookCommand::Openvpn { conn, .. }) => hook::openvpn(&cli.global, conn),
         Command::Up { conn, foreground } => up::run(&cli.global, conn, *foreground),

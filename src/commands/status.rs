@@ -278,6 +278,13 @@ pub fn classify(state: Option<&State>, live: Liveness) -> (StateKind, Option<Str
     let Some(s) = state else {
         return (StateKind::Down, None);
     };
+    // The intent record of an up that died half way (see `State::creating`).
+    if s.creating {
+        return (
+            StateKind::Stale,
+            Some("an up did not finish (vpn-ns was interrupted half way)".to_owned()),
+        );
+    }
     if !s.up {
         return (StateKind::Kept, None);
     }

@@ -18,6 +18,7 @@ fn state(up: bool) -> State {
         dns: Default::default(),
         vpn_pid: Some(4242),
         since: 0,
+        creating: false,
     }
 }
 
@@ -49,6 +50,16 @@ fn classify_up_down_kept() {
         device_present: Some(false),
     };
     assert_eq!(classify(Some(&state(false)), gone), (StateKind::Kept, None));
+}
+
+#[test]
+fn classify_interrupted_up_as_stale() {
+    let mut st = state(false);
+    st.creating = true;
+    let (k, why) = classify(Some(&st), ALIVE);
+    assert_eq!(k, StateKind::Stale);
+    let why = why.expect("a reason");
+    assert!(why.contains("did not finish"), "{why}");
 }
 
 #[test]

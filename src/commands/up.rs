@@ -254,7 +254,8 @@ fn wait_ready(
 /// After OpenVPN `pid` is gone: if its down hook did not run, take the connection down.
 fn cleanup(conn: &Connection, pid: u32) -> anyhow::Result<()> {
     let _lock = state::lock(&conn.name)?;
-    if state::load(&conn.name)?.is_some_and(|st| st.up && st.vpn_pid == Some(pid)) {
+    if state::load(&conn.name)?.is_some_and(|st| (st.up || st.creating) && st.vpn_pid == Some(pid))
+    {
         runtime()?
             .block_on(lifecycle::down(conn))
             .with_context(|| format!("connection {}: cleanup after openvpn failed", conn.name))?;

@@ -8,6 +8,7 @@ pub mod checks;
 pub mod exec;
 pub mod openvpn;
 pub mod pki;
+pub mod reliability;
 pub mod sandbox;
 pub mod sys;
 pub mod wireguard;
