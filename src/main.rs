@@ -1,29 +1,11 @@
 //! vpn-ns: parse the command line, run one command, map its error to an exit code.
 
-mod adopt;
-mod check;
-mod cli;
-mod commands;
-mod config;
-mod dns;
-mod exec;
-mod fault;
-mod lifecycle;
-mod netlink;
-mod netns;
-mod openvpn;
-mod plain;
-mod procs;
-mod spec;
-mod state;
-mod verify;
-mod wireguard;
-
 use std::process::ExitCode;
 
 use clap::Parser;
 
-use crate::commands::UsageError;
+use vpn_ns::commands::{self, UsageError};
+use vpn_ns::{cli, config};
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();

@@ -1,0 +1,21 @@
+//! vpn-ns as a library: the binary (src/main.rs) is a thin front end, and fuzz targets
+//! and benchmarks call the parsers directly.
+
+pub mod adopt;
+pub mod check;
+pub mod cli;
+pub mod commands;
+pub mod config;
+pub mod dns;
+pub mod exec;
+pub mod fault;
+pub mod lifecycle;
+pub mod netlink;
+pub mod netns;
+pub mod openvpn;
+pub mod plain;
+pub mod procs;
+pub mod spec;
+pub mod state;
+pub mod verify;
+pub mod wireguard;
