@@ -34,48 +34,16 @@ cleanup() {
     rm -rf "$work"
 }
 trap cleanup EXIT
+# shellcheck source=scripts/openvpn-lab.sh
+. "$(dirname "$0")/openvpn-lab.sh"
 step() { printf '\n== %s\n' "$*"; }
 
 step "certificates (a throwaway CA, server and client)"
-cd "$work"
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
-    -subj /CN=demo-ca -keyout ca.key -out ca.crt \
-    -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign 2>/dev/null
-for who in server client; do
-    eku=$([ $who = server ] && echo serverAuth || echo clientAuth)
-    openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=$who" \
-        -keyout $who.key -out $who.csr 2>/dev/null
-    printf 'keyUsage=critical,digitalSignature,keyAgreement\nextendedKeyUsage=%s\n' $eku > $who.ext
-    openssl x509 -req -in $who.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 2 \
-        -extfile $who.ext -out $who.crt 2>/dev/null
-done
+LAB=$work
+lab_pki
 
 step "VPN server in namespace srv (198.51.100.2), service 203.0.113.1:8080 behind it"
-ip netns add srv
-ip link add uplink type veth peer name eth0 netns srv
-ip addr add 198.51.100.1/24 dev uplink && ip link set uplink up
-ip -n srv addr add 198.51.100.2/24 dev eth0 && ip -n srv link set eth0 up && ip -n srv link set lo up
-# No dummy module on every kernel: the service address lives on srv's loopback.
-ip -n srv addr add 203.0.113.1/32 dev lo
-cat > server.conf <<CONF
-dev tun
-proto udp
-local 198.51.100.2
-port 1194
-topology subnet
-server 100.64.0.0 255.255.255.0
-push "route 203.0.113.0 255.255.255.0"
-push "dhcp-option DNS 203.0.113.53"
-push "dhcp-option DOMAIN vpn.example"
-ca $work/ca.crt
-cert $work/server.crt
-key $work/server.key
-dh none
-disable-dco
-keepalive 2 10
-verb 3
-CONF
-ip netns exec srv openvpn --config server.conf --log "$work/server.log" --daemon
+lab_server
 ip netns exec srv socat TCP-LISTEN:8080,bind=203.0.113.1,fork,reuseaddr \
     SYSTEM:'echo hello from behind the VPN' &
 
@@ -84,31 +52,9 @@ mkdir -p "$work/conf"
 printf 'type = "openvpn"\nnetns-name = "demo"\n' | tee "$work/conf/demo.toml"
 
 step "OpenVPN client, wired to vpn-ns"
-cat > client.conf <<CONF
-client
-dev tun
-proto udp
-remote 198.51.100.2 1194
-nobind
-remote-cert-tls server
-ca $work/ca.crt
-cert $work/client.crt
-key $work/client.key
-disable-dco
-ifconfig-noexec
-route-noexec
-script-security 2
-up   "$VPN_NS --config-dir $work/conf hook openvpn demo"
-down "$VPN_NS --config-dir $work/conf hook openvpn demo"
-verb 3
-CONF
-openvpn --config client.conf --log "$work/client.log" &
-client_pid=$!
-for _ in $(seq 100); do
-    grep -q "Initialization Sequence Completed" "$work/client.log" 2>/dev/null && break
-    sleep 0.1
-done
-grep -q "Initialization Sequence Completed" "$work/client.log" || { cat "$work/client.log"; exit 1; }
+lab_client demo "$work/conf"
+client_pid=$LAB_CLIENT_PID
+lab_wait_connected 1
 ip -n demo -br addr
 cat /etc/netns/demo/resolv.conf
 
