@@ -85,6 +85,26 @@ pub struct UpReport {
     pub reused: bool,
 }
 
+impl UpReport {
+    /// The one line every up prints (OpenVPN captures it in its log).
+    pub fn log(&self, conn_name: &str) {
+        match &self.netns {
+            Some(ns) => tracing::info!(
+                "{conn_name}: {} in namespace {ns}{}: {} address(es), {} route(s), {} DNS server(s)",
+                self.device,
+                if self.reused { " (reused)" } else { "" },
+                self.addresses,
+                self.routes,
+                self.dns_servers
+            ),
+            None => tracing::info!(
+                "{conn_name}: {} configured in the host namespace (netns-isolate = false)",
+                self.device
+            ),
+        }
+    }
+}
+
 /// Changes made so far by one `up`, undone in reverse on failure.
 #[derive(Default)]
 struct Journal {

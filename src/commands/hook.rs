@@ -39,20 +39,7 @@ pub fn openvpn(g: &GlobalArgs, conn_name: &str) -> anyhow::Result<ExitCode> {
                 .with_context(|| {
                     format!("connection {conn_name}: up failed, changes rolled back")
                 })?;
-            match &report.netns {
-                Some(ns) => tracing::info!(
-                    "{conn_name}: {} in namespace {ns}{}: {} address(es), {} route(s), {} DNS server(s)",
-                    report.device,
-                    if report.reused { " (reused)" } else { "" },
-                    report.addresses,
-                    report.routes,
-                    report.dns_servers
-                ),
-                None => tracing::info!(
-                    "{conn_name}: {} configured in the host namespace (netns-isolate = false)",
-                    report.device
-                ),
-            }
+            report.log(conn_name);
         }
         // --persist-tun --up-restart: the device stays where it is, inside the namespace.
         (Phase::Down, Context::Restart) => {

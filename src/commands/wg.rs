@@ -126,7 +126,7 @@ pub fn up(g: &GlobalArgs, conn_name: &str, foreground: bool) -> anyhow::Result<E
     let (report, made) = rt
         .block_on(native_up(&conn, &section, &cfg, &iface, &endpoints))
         .with_context(|| format!("connection {conn_name}: up failed, changes rolled back"))?;
-    log_up(conn_name, &report);
+    report.log(conn_name);
     drop(lock);
 
     let Some(signals) = signals else {
@@ -169,23 +169,6 @@ fn origin_name(o: Origin) -> &'static str {
         Origin::WgQuickHook => "wg-quick",
         Origin::Adopt => "vpn-ns adopt",
         Origin::Macvlan | Origin::Routed => "vpn-ns up",
-    }
-}
-
-fn log_up(conn_name: &str, report: &UpReport) {
-    match &report.netns {
-        Some(ns) => tracing::info!(
-            "{conn_name}: {} in namespace {ns}{}: {} address(es), {} route(s), {} DNS server(s)",
-            report.device,
-            if report.reused { " (reused)" } else { "" },
-            report.addresses,
-            report.routes,
-            report.dns_servers
-        ),
-        None => tracing::info!(
-            "{conn_name}: {} configured in the host namespace (netns-isolate = false)",
-            report.device
-        ),
     }
 }
 
@@ -407,7 +390,7 @@ pub fn hook(
                 .with_context(|| {
                     format!("connection {conn_name}: up failed, changes rolled back")
                 })?;
-            log_up(conn_name, &report);
+            report.log(conn_name);
         }
         WgAction::Down => {
             // Hands the device back to the host namespace, where wg-quick deletes it.
