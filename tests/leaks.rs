@@ -100,9 +100,8 @@ fn offending(line: &str) -> Option<&'static str> {
                 && rest[3..7] == ["ICMP", UPLINK_ADDR, "udp", "port"]
                 && rest[7].parse::<u16>().is_ok()
                 && rest[8] == "unreachable,";
-            if udp && ((ours(src) && dst == openvpn) || (*src == openvpn && ours(dst))) {
-                None
-            } else if unreachable {
+            let tunnel = udp && ((ours(src) && dst == openvpn) || (*src == openvpn && ours(dst)));
+            if tunnel || unreachable {
                 None
             } else {
                 Some("IPv4 packet other than OpenVPN's UDP to/from the server endpoint")
@@ -132,8 +131,8 @@ fn offending(line: &str) -> Option<&'static str> {
             .iter()
             .any(|k| text.contains(k))
                 // Neighbour discovery only about link-local addresses.
-                || ((text.contains("neighbor solicitation, who has fe80:")
-                    || text.contains("neighbor advertisement, tgt is fe80:")));
+                || text.contains("neighbor solicitation, who has fe80:")
+                || text.contains("neighbor advertisement, tgt is fe80:");
             if (src.starts_with("fe80:") || *src == "::") && text.contains("ICMP6") && housekeeping
             {
                 None
