@@ -159,6 +159,31 @@ fn rows() -> Vec<Row> {
             "dhcp-option DNS6 203.0.113.53",
         ),
         row(
+            "IPv4 gateway for an IPv6 route",
+            "route_ipv6_gateway_1",
+            "100.64.0.1",
+        ),
+        row(
+            "IPv6 p2p peer in an IPv4 field",
+            "ifconfig_remote",
+            "fd00::1",
+        ),
+        row(
+            "--dns server with a command",
+            "dns_server_1_address_1",
+            "1.2.3.4;rm",
+        ),
+        row(
+            "--dns search domain with an empty label",
+            "dns_search_domain_1",
+            "a..b",
+        ),
+        row(
+            "signal with shell metacharacters",
+            "signal",
+            "sigterm;reboot",
+        ),
+        row(
             "route index with a leading zero",
             "route_network_01",
             "203.0.113.0",
