@@ -29,18 +29,29 @@ fn exit_code(e: &anyhow::Error) -> u8 {
 }
 
 fn init_logging(g: &cli::GlobalArgs) {
+    use tracing_subscriber::filter::{LevelFilter, Targets};
+    use tracing_subscriber::prelude::*;
     let level = match (g.quiet, g.verbose) {
-        (true, _) => "error",
-        (false, 0) => "info",
-        (false, 1) => "debug",
-        (false, _) => "trace",
+        (true, _) => LevelFilter::ERROR,
+        (false, 0) => LevelFilter::INFO,
+        (false, 1) => LevelFilter::DEBUG,
+        (false, _) => LevelFilter::TRACE,
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("VPN_NS_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("vpn_ns={level},warn")));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    // `Targets` ("vpn_ns=debug,warn") rather than EnvFilter: it parses without compiling
+    // regexes, which showed in the start-up time of every hook and exec.
+    let filter = std::env::var("VPN_NS_LOG")
+        .ok()
+        .and_then(|s| s.parse::<Targets>().ok())
+        .unwrap_or_else(|| {
+            Targets::new()
+                .with_target("vpn_ns", level)
+                .with_default(LevelFilter::WARN)
+        });
+    let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_target(false)
         .without_time()
-        .init();
+        // OpenVPN and systemd capture stderr into logs: colour codes only on a terminal.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    tracing_subscriber::registry().with(fmt).with(filter).init();
 }
