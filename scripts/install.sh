@@ -9,7 +9,7 @@ if [ "$(id -u)" != 0 ]; then
     exit 2
 fi
 if ! command -v cargo >/dev/null; then
-    echo "install.sh: cargo not found; install Rust >= 1.85 (https://rustup.rs) first" >&2
+    echo "install.sh: cargo not found; install Rust >= 1.88 (https://rustup.rs) first" >&2
     exit 2
 fi
 export DEBIAN_FRONTEND=noninteractive

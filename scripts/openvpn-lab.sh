@@ -74,6 +74,9 @@ up   "$VPN_NS --config-dir $confdir hook openvpn $conn"
 down "$VPN_NS --config-dir $confdir hook openvpn $conn"
 verb 3
 CONF
+    # A log left by an earlier run of this connection would satisfy lab_wait_connected
+    # before the new OpenVPN has even started.
+    rm -f "$LAB/client-$conn.log"
     openvpn --config "$LAB/client-$conn.conf" --log "$LAB/client-$conn.log" &
     LAB_CLIENT_PID=$!
     LAB_CLIENT_LOG=$LAB/client-$conn.log
