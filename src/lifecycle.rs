@@ -171,14 +171,15 @@ pub async fn up(
     let mut journal = Journal::default();
     fault::point("up:after-lock");
     // Overwriting that record would leave its namespace without a known owner.
-    if let Some(p) = state::load(&conn.name)?
+    let prior = state::load(&conn.name)?;
+    if let Some(p) = &prior
         && p.netns_created
         && p.netns != conn.netns
         && netns::path(&p.netns).exists()
     {
         return Err(LifecycleError::OtherNetns {
             conn: conn.name.clone(),
-            recorded: p.netns,
+            recorded: p.netns.clone(),
             ns: conn.netns.clone(),
         });
     }
@@ -187,7 +188,7 @@ pub async fn up(
         source,
     })?;
     let res = if conn.netns_isolate {
-        up_isolated(conn, spec, origin, vpn_pid, &mut journal).await
+        up_isolated(conn, spec, prior, origin, vpn_pid, &mut journal).await
     } else {
         up_host(conn, spec, origin, vpn_pid, &mut journal).await
     };
@@ -200,12 +201,12 @@ pub async fn up(
 async fn up_isolated(
     conn: &Connection,
     spec: &NetworkSpec,
+    prior: Option<State>,
     origin: Origin,
     vpn_pid: Option<u32>,
     journal: &mut Journal,
 ) -> Result<UpReport, LifecycleError> {
     let ns = &conn.netns;
-    let prior = state::load(&conn.name)?;
     let owned_before = prior
         .as_ref()
         .is_some_and(|s| s.netns_created && &s.netns == ns);
