@@ -27,7 +27,7 @@ if [ -z "${VPN_NS_BENCH_INNER:-}" ]; then
         unshare --net --mount --propagation private -- "$0" "$@"
 fi
 
-for d in /run/netns /run/vpn-ns /etc/netns /run/wireguard; do mount -t tmpfs tmpfs "$d"; done
+for d in /run/netns /run/vpn-ns /etc/netns /run/wireguard; do mount -t tmpfs -o mode=0755 tmpfs "$d"; done
 ip link set lo up
 W=$(mktemp -d /tmp/vpn-ns-bench.XXXXXX)
 trap 'ip -all netns del 2>/dev/null || true; pkill -P $$ 2>/dev/null || true; rm -rf "$W"' EXIT

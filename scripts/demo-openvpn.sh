@@ -23,7 +23,7 @@ if [ -z "${VPN_NS_DEMO_INNER:-}" ]; then
         unshare --net --mount --propagation private -- "$0" "$@"
 fi
 
-for d in /run/netns /run/vpn-ns /etc/netns; do mount -t tmpfs tmpfs "$d"; done
+for d in /run/netns /run/vpn-ns /etc/netns; do mount -t tmpfs -o mode=0755 tmpfs "$d"; done
 ip link set lo up
 work=$(mktemp -d /tmp/vpn-ns-demo.XXXXXX)
 client_pid=""

@@ -1,21 +1,24 @@
 #!/bin/bash
-# Installs vpn-ns from this checkout: Debian packages it needs at run time and for the
-# demo, a release build, and the binary in $PREFIX/bin (default /usr/local).
+# Installs vpn-ns from this checkout: the Debian packages it and the demo need, a release
+# build, the binary in $PREFIX/bin (default /usr/local) and /etc/vpn-ns.
+#
+# Meant to be run through sudo from a normal user's shell (`sudo scripts/install.sh`):
+# cargo runs as the owner of the checkout with that user's own Rust (rustup's
+# ~/.cargo/bin, which sudo's PATH does not have), so no root-owned file lands in the
+# checkout; only the package and file installs run as root. Run by root directly in a
+# root-owned checkout, root's Rust builds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+VPN_NS_SCRIPT=install.sh
+# shellcheck source=scripts/lib.sh
+. scripts/lib.sh
 PREFIX=${PREFIX:-/usr/local}
-if [ "$(id -u)" != 0 ]; then
-    echo "install.sh: run as root (sudo $0)" >&2
-    exit 2
-fi
-if ! command -v cargo >/dev/null; then
-    echo "install.sh: cargo not found; install Rust >= 1.88 (https://rustup.rs) first" >&2
-    exit 2
-fi
-export DEBIAN_FRONTEND=noninteractive
-apt-get update -qq
-apt-get install -y -qq --no-install-recommends openvpn iproute2 openssl socat util-linux ca-certificates >/dev/null
-cargo build --release --locked
+[ "$(id -u)" = 0 ] || die 2 "installing needs root: run  sudo $0"
+
+builder_init "$PWD"
+echo "install.sh: building as $BUILDER with $(cargo_b --version)"
+install_packages "${VPN_NS_PACKAGES_INSTALL[@]}"
+cargo_b build --release --locked
 install -D -m 0755 target/release/vpn-ns "$PREFIX/bin/vpn-ns"
 install -d -m 0755 /etc/vpn-ns
 echo "installed $PREFIX/bin/vpn-ns ($("$PREFIX/bin/vpn-ns" --version))"

@@ -1,19 +1,70 @@
 #!/bin/bash
-# The test suite: formatting, lints, unit tests and the integration tests (which need
-# root and /dev/net/tun: they create namespaces and tun devices in private sandboxes).
+# The whole test suite: formatting, lints, the licence check, unit tests and the
+# integration tests (real OpenVPN, WireGuard, dnsmasq, Firefox in private namespaces).
+#
+# Needs root: the integration tests create namespaces and tun devices. Run it as
+# `sudo scripts/test.sh` from your own shell: it installs the Debian packages the tests
+# need, builds as the owner of the checkout with that user's Rust (never leaving
+# root-owned files behind), then runs the test executables as root.
+# Arguments go to every test executable (a name filter, `--nocapture`, ...).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+VPN_NS_SCRIPT=test.sh
+# shellcheck source=scripts/lib.sh
+. scripts/lib.sh
+[ "$(id -u)" = 0 ] || die 2 "the tests need root (they create namespaces and tun devices): run  sudo $0"
+[ -e /dev/net/tun ] || die 1 "/dev/net/tun is missing: load the tun module (modprobe tun) and run again"
+
 banner() { printf '\n==== %s\n' "$*"; }
+
+builder_init "$PWD"
+banner "packages the tests need"
+install_packages "${VPN_NS_PACKAGES_TEST[@]}"
+echo "all installed; building as $BUILDER with $(cargo_b --version)"
+
 banner "cargo fmt --all --check"
-cargo fmt --all --check
+cargo_b fmt --all --check
 banner "cargo clippy --workspace --all-targets -- -D warnings"
-cargo clippy --workspace --all-targets -- -D warnings
-# tests/faults.rs is built only with the fault-injection feature: lint and run it
-# here, before the plain suite, whose build then replaces the test-only vpn-ns binary
-# (SIGKILL points at each step of up and down; never shipped) with the normal one.
+cargo_b clippy --locked --workspace --all-targets -- -D warnings
 banner "cargo clippy --workspace --all-targets --features fault-injection -- -D warnings"
-cargo clippy --workspace --all-targets --features fault-injection -- -D warnings
-banner "cargo test --features fault-injection --test faults -- --test-threads=2"
-cargo test --features fault-injection --test faults -- --test-threads=2
-banner "cargo test --all-targets -- --test-threads=2"
-cargo test --all-targets -- --test-threads=2
+cargo_b clippy --locked --workspace --all-targets --features fault-injection -- -D warnings
+banner "licences of every dependency (cargo xtask licences)"
+cargo_b xtask licences
+
+results=$(mktemp)
+trap 'rm -f "$results"' EXIT
+failed_bins=()
+
+# `build_and_run CARGO_TEST_ARGS...`: builds the test executables as the builder, then
+# runs each as root from its package's directory (as cargo would), two test threads.
+build_and_run() {
+    local built
+    built=$(cargo_b test --locked --no-run --message-format=json-render-diagnostics "$@") ||
+        die 1 "building the tests failed"
+    local line manifest exe
+    while read -r manifest exe; do
+        printf '\n     Running %s\n' "${exe#"$PWD"/}"
+        set +e
+        (cd "$(dirname "$manifest")" && "$exe" --test-threads=2 "${test_args[@]}") 2>&1 | tee -a "$results"
+        local st=${PIPESTATUS[0]}
+        set -e
+        [ "$st" = 0 ] || failed_bins+=("${exe##*/}")
+    done < <(printf '%s\n' "$built" |
+        sed -n 's/.*"manifest_path":"\([^"]*\)".*"profile":{[^}]*"test":true[^}]*}.*"executable":"\([^"]*\)".*/\1 \2/p')
+}
+test_args=("$@")
+
+# tests/faults.rs needs the fault-injection build of vpn-ns (SIGKILL points at each step
+# of up and down; never shipped): it runs first, and the plain build then replaces it.
+banner "tests/faults.rs (--features fault-injection)"
+build_and_run --features fault-injection --test faults
+banner "all tests (--workspace --all-targets)"
+build_and_run --workspace --all-targets
+
+sum() { grep "^test result:" "$results" | grep -o "[0-9]* $1" | awk '{s += $1} END {print s + 0}'; }
+banner "summary"
+echo "tests: $(sum passed) passed, $(sum failed) failed, $(sum ignored) skipped"
+if [ "${#failed_bins[@]}" -gt 0 ]; then
+    echo "test.sh: FAILED in ${failed_bins[*]}" >&2
+    exit 1
+fi
