@@ -31,6 +31,11 @@ cargo_b clippy --locked --workspace --all-targets --features fault-injection -- 
 banner "licences of every dependency (cargo xtask licences)"
 cargo_b xtask licences
 
+# The tests run as root, not as the sudo caller: vpn-ns reads sudo's variables to find
+# the invoking user (and refuses --config-dir under sudo), and the tests that exercise
+# that set them themselves.
+unset SUDO_USER SUDO_UID SUDO_GID SUDO_COMMAND SUDO_HOME PKEXEC_UID DOAS_USER
+
 results=$(mktemp)
 trap 'rm -f "$results"' EXIT
 failed_bins=()
