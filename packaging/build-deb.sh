@@ -23,7 +23,7 @@ elif [[ "$email" =~ (@|\.)(example(\.[a-z]+)?|invalid|localhost)$ ]]; then
     exit 2
 fi
 # A dev build: CI has the dev dependencies built already by the tests.
-cargo build --locked --bin vpn-ns-gen >&2
+cargo build --locked --package vpn-ns-gen >&2
 # cargo-deb reads the assets from ./target/gen (a path relative to Cargo.toml).
 "${CARGO_TARGET_DIR:-target}/debug/vpn-ns-gen" target/gen >&2
 cargo xtask copyright >target/gen/copyright

@@ -1,8 +1,8 @@
 //! Command-line definitions (clap) and nothing else; man pages and completions are
 //! generated from these.
 //!
-//! Keep this file dependent on clap and std only: src/bin/vpn-ns-gen/ (man pages,
-//! completions) and tests/packaging.rs include it with `#[path]`. A positional named
+//! Keep this file dependent on clap and std only: gen/ (man pages,
+//! completions) and gen/tests/packaging.rs include it with `#[path]`. A positional named
 //! `conn` / `CONN` gets connection-name completion in bash.
 
 use std::path::PathBuf;

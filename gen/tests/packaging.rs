@@ -2,7 +2,7 @@
 //! defines, and the bash completion really completes subcommands and connection
 //! names (run in a real bash). No root needed.
 
-#[path = "../src/cli.rs"]
+#[path = "../../src/cli.rs"]
 mod cli;
 
 use std::fs;

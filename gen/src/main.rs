@@ -8,7 +8,7 @@
 
 // cli.rs depends only on clap and std, so the generator shares it as source instead of
 // the product needing a library target.
-#[path = "../../cli.rs"]
+#[path = "../../src/cli.rs"]
 mod cli;
 mod man;
 
@@ -26,11 +26,11 @@ const BIN: &str = "vpn-ns";
 
 /// The hand-written half of the bash completion: the logic that completes connection
 /// names; the tables it reads are generated from clap.
-const BASH_CONN_LOGIC: &str = include_str!("../../../packaging/completions/conn-names.bash");
+const BASH_CONN_LOGIC: &str = include_str!("../../packaging/completions/conn-names.bash");
 /// The same for fish; the `complete` lines that call it are generated.
-const FISH_CONN_LOGIC: &str = include_str!("../../../packaging/completions/conn-names.fish");
+const FISH_CONN_LOGIC: &str = include_str!("../../packaging/completions/conn-names.fish");
 /// The same for zsh; the CONN arguments' actions are pointed at it.
-const ZSH_CONN_LOGIC: &str = include_str!("../../../packaging/completions/conn-names.zsh");
+const ZSH_CONN_LOGIC: &str = include_str!("../../packaging/completions/conn-names.zsh");
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
