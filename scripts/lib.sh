@@ -6,9 +6,11 @@
 
 # shellcheck shell=bash
 
-# What `scripts/install.sh` needs: vpn-ns at run time (iproute2 for `ip netns exec`
-# compatibility, not for vpn-ns itself) and the demo's OpenVPN lab.
-VPN_NS_PACKAGES_INSTALL=(iproute2 ca-certificates openvpn openssl socat util-linux)
+# What `scripts/install.sh` needs: the C linker that rustc calls (rustup does not bring
+# one), vpn-ns at run time (iproute2 for `ip netns exec` compatibility, not for vpn-ns
+# itself) and the demo's OpenVPN lab.
+VPN_NS_PACKAGES_INSTALL=(gcc libc6-dev iproute2 ca-certificates openvpn openssl socat
+    util-linux)
 
 # What the test suite needs (scripts/test.sh installs these; .ci/run runs test.sh).
 # The only list of test packages: add a package here when a test starts using it.
