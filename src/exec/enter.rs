@@ -163,7 +163,8 @@ fn bind_etc(ns: &NetnsName, masked: &[PathBuf]) -> anyhow::Result<()> {
     }
     for name in dns::OWN_FILES {
         let src = dir.join(name);
-        if !src.exists() && fs::symlink_metadata(&src).is_err() {
+        // A dangling symlink is not "absent": open_own_file refuses it by name.
+        if fs::symlink_metadata(&src).is_err_and(|e| e.kind() == io::ErrorKind::NotFound) {
             continue;
         }
         let file = crate::owned::open_own_file(&src)?;
