@@ -159,7 +159,8 @@ const INJECT: &str = "perl -e 'ioctl(STDIN, 0x5412, $_) for split //, qq(echo PW
     (sleep 1; perl -e 'open(T, q(+<), q(/dev/tty)) or exit 3; \
       ioctl(T, 0x5412, $_) for split //, qq(echo PWNED-BG\\n)') >/dev/null 2>&1 & \
     if cat <&7; then echo fd7=open; else echo fd7=closed; fi; \
-    echo fds=$(ls /proc/self/fd | tr '\\n' ' '); echo tty=$(tty)";
+    echo fds=$(ls /proc/self/fd | tr '\\n' ' '); echo tty=$(tty); \
+    echo ttyowner=$(stat -c %u $(tty))";
 
 #[test]
 fn exec_runs_on_its_own_terminal_without_roots_descriptors() {
@@ -199,6 +200,8 @@ fn exec_runs_on_its_own_terminal_without_roots_descriptors() {
     // 0, 1, 2 and the one `ls` opened for /proc/self/fd.
     assert!(fds.split_whitespace().count() <= 4, "descriptors: {fds}");
     assert!(run.output.contains("tty=/dev/pts/"), "{}", run.output);
+    let owner = format!("ttyowner={}", u.uid);
+    assert!(run.output.contains(&owner), "{}", run.output);
     assert_eq!(run.lflag.0, run.lflag.1, "terminal modes not restored");
 
     // Through sudo (the user's own request) the same holds.

@@ -66,6 +66,12 @@ fn init(p: &Program) -> anyhow::Result<u8> {
     let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     mount(Some("proc"), "/proc", Some("proc"), flags, None::<&str>)
         .context("cannot mount a private /proc")?;
+    if let Some((slave, _)) = p.slave {
+        // The user's terminal is theirs, as login and sudo's use_pty make it (screen,
+        // mesg and the like check).
+        nix::unistd::fchown(slave, Some(nix::unistd::Uid::from_raw(p.target.uid)), None)
+            .context("cannot hand the pseudo-terminal to the user")?;
+    }
     super::identity::drop_to(p.target, p.gid, p.groups)?;
     if let Err(e) = nix::unistd::chdir(&p.target.home) {
         tracing::debug!("cannot chdir to {}: {e}; using /", p.target.home.display());

@@ -98,7 +98,7 @@ pub fn seal(
         run_user,
         Some("tmpfs"),
         flags,
-        Some("mode=0755,size=1m"),
+        Some("mode=0755,size=16m"),
     )
     .with_context(|| format!("cannot mount a private {RUN_USER}"))?;
     let Some(real) = real else {
