@@ -46,6 +46,8 @@ fn written_by_us(path: &Path) -> Result<Option<bool>, DnsError> {
     {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        // vpn-ns never writes a symlink there: someone else's, kept and not followed.
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => return Ok(Some(false)),
         Err(e) => return Err(io_err("cannot read", path)(e)),
     };
     let mut head = [0u8; HEADER.len()];

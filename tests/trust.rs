@@ -150,7 +150,8 @@ fn a_namespace_vpn_ns_did_not_create_keeps_its_dns_files() {
     sb.must(
         "ip netns add admins && mkdir -p /etc/netns/admins && \
          printf 'nameserver 192.0.2.99\\n' > /etc/netns/admins/resolv.conf && \
-         printf 'admin-hosts\\n' > /etc/netns/admins/hosts",
+         printf 'admin-hosts\\n' > /etc/netns/admins/hosts && \
+         ln -s /etc/nsswitch.conf /etc/netns/admins/nsswitch.conf",
     );
     let o = hook(&sb, &env("up", &[]));
     must_succeed(&o, "up");
@@ -174,8 +175,11 @@ fn a_namespace_vpn_ns_did_not_create_keeps_its_dns_files() {
         sb.read("/etc/netns/admins/hosts").as_deref(),
         Some("admin-hosts\n")
     );
-    // What vpn-ns wrote there (nsswitch.conf) is removed; the admin's files stay.
-    assert!(!sb.exists("/etc/netns/admins/nsswitch.conf"));
+    // The admin's symlink was neither followed nor replaced nor removed.
+    assert_eq!(
+        sb.must("readlink /etc/netns/admins/nsswitch.conf").trim(),
+        "/etc/nsswitch.conf"
+    );
     assert!(sb.netns_list().contains(&"admins".to_owned()));
 }
 
