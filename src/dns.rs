@@ -37,6 +37,13 @@ fn io_err(op: &'static str, path: &Path) -> impl FnOnce(io::Error) -> DnsError +
     move |source| DnsError::Io { op, path, source }
 }
 
+/// Whether the open file starts with the line vpn-ns writes.
+pub fn starts_with_header(f: &fs::File) -> bool {
+    let mut head = [0u8; HEADER.len()];
+    std::os::unix::fs::FileExt::read_at(f, &mut head, 0)
+        .is_ok_and(|n| head[..n] == *HEADER.as_bytes())
+}
+
 /// Whether `path` holds a file vpn-ns wrote (None: there is no file).
 fn written_by_us(path: &Path) -> Result<Option<bool>, DnsError> {
     let mut f = match OpenOptions::new()

@@ -517,6 +517,14 @@ fn session_bus_cannot_start_services_outside_the_namespace() {
     assert_eq!(esc, None, "a service was started outside: {out}");
     assert_eq!(value(&out, "list"), Some("0"), "the proxy must work: {out}");
     assert!(value(&out, "rt").unwrap().contains("bus"), "{out}");
+    // The proxy ends with vpn-ns.
+    wait_until(Duration::from_secs(5), || {
+        match sandbox::run(Command::new("pgrep").args(["-u", &u.name, "-x", "xdg-dbus-proxy"])) {
+            Ok(pids) => Err(format!("xdg-dbus-proxy still running: {pids}")),
+            Err(_) => Ok(()),
+        }
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
 
     // "full": the way out is real and is warned about (what the default prevents).
     let (out, err, esc) = run(&format!(

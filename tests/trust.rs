@@ -127,15 +127,38 @@ fn directories_others_can_write_to_are_refused() {
     let err = text(&o.stderr);
     assert!(!o.status.success(), "{err}");
     assert!(err.contains("refusing to use /etc/netns/work"), "{err}");
-    // And a symlinked resolv.conf is not bound (O_NOFOLLOW).
-    sb.must(
-        "chmod 0755 /etc/netns/work && mv /etc/netns/work/resolv.conf /etc/netns/work/r && \
-         ln -s r /etc/netns/work/resolv.conf",
-    );
+    // A resolv.conf that others may write to is refused, naming it.
+    sb.must("chmod 0755 /etc/netns/work && chmod 0666 /etc/netns/work/resolv.conf");
     let o = output(exec_cmd(&sb, None, &["work", "--", "true"]));
     let err = text(&o.stderr);
     assert!(!o.status.success(), "{err}");
-    assert!(err.contains("/etc/netns/work/resolv.conf"), "{err}");
+    assert!(
+        err.contains("refusing to use /etc/netns/work/resolv.conf"),
+        "{err}"
+    );
+    // A symlink there is not vpn-ns's file: never followed, never bound.
+    sb.must(
+        "chmod 0644 /etc/netns/work/resolv.conf && \
+         mv /etc/netns/work/resolv.conf /etc/netns/work/r && \
+         ln -s r /etc/netns/work/resolv.conf",
+    );
+    let o = output(exec_cmd(
+        &sb,
+        None,
+        &[
+            "work",
+            "--",
+            "sh",
+            "-c",
+            "grep -c 203.0.113.53 /etc/resolv.conf",
+        ],
+    ));
+    let err = text(&o.stderr);
+    assert_eq!(text(&o.stdout).trim(), "0", "{err}");
+    assert!(
+        err.contains("/etc/netns/work/resolv.conf is a symbolic link"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -164,6 +187,24 @@ fn a_namespace_vpn_ns_did_not_create_keeps_its_dns_files() {
         sb.read("/etc/netns/admins/resolv.conf").as_deref(),
         Some("nameserver 192.0.2.99\n"),
         "the admin's resolv.conf was overwritten"
+    );
+    // exec binds only what vpn-ns wrote: not the admin's resolv.conf, not the link.
+    let o = output(exec_cmd(
+        &sb,
+        None,
+        &[
+            "work",
+            "--",
+            "sh",
+            "-c",
+            "grep -c 192.0.2.99 /etc/resolv.conf",
+        ],
+    ));
+    let err = text(&o.stderr);
+    assert_eq!(text(&o.stdout).trim(), "0", "{err}");
+    assert!(
+        err.contains("/etc/netns/admins/resolv.conf was not written by vpn-ns"),
+        "{err}"
     );
     must_succeed(&hook(&sb, &env("down", &[])), "down");
     assert_eq!(

@@ -148,9 +148,11 @@ fn mask_host_sockets() -> anyhow::Result<Vec<PathBuf>> {
 }
 
 /// Binds the files vpn-ns writes in /etc/netns/<ns>/ (resolv.conf, nsswitch.conf) over
-/// /etc, and nothing else there: not a planted passwd or shadow. Both directories must
-/// be root's alone and each file root-owned, not writable by others and no symlink;
-/// the bind is made from the checked descriptor. Nothing is created in the host's /etc.
+/// /etc, and nothing else there: not a planted passwd or shadow, not a namespace
+/// admin's own resolv.conf (kept by `dns::write`). Both directories must be root's
+/// alone and each file root-owned, not writable by others, no symlink and starting
+/// with vpn-ns's header; the bind is made from the checked descriptor. Nothing is
+/// created in the host's /etc.
 fn bind_etc(ns: &NetnsName, masked: &[PathBuf]) -> anyhow::Result<()> {
     let dir = dns::etc_dir(ns);
     crate::owned::check_dir_if_exists(&dns::etc_root())?;
@@ -163,11 +165,27 @@ fn bind_etc(ns: &NetnsName, masked: &[PathBuf]) -> anyhow::Result<()> {
     }
     for name in dns::OWN_FILES {
         let src = dir.join(name);
-        // A dangling symlink is not "absent": open_own_file refuses it by name.
-        if fs::symlink_metadata(&src).is_err_and(|e| e.kind() == io::ErrorKind::NotFound) {
-            continue;
+        match fs::symlink_metadata(&src) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            // vpn-ns never writes a symlink there: someone else's, not followed.
+            Ok(m) if m.file_type().is_symlink() => {
+                tracing::warn!(
+                    "{} is a symbolic link, not vpn-ns's file: not bound; the host's {name} \
+                     applies inside",
+                    src.display()
+                );
+                continue;
+            }
+            _ => {}
         }
         let file = crate::owned::open_own_file(&src)?;
+        if !dns::starts_with_header(&file) {
+            tracing::warn!(
+                "{} was not written by vpn-ns: not bound; the host's {name} applies inside",
+                src.display()
+            );
+            continue;
+        }
         let dst = Path::new("/etc").join(name);
         let Some(target) = mount_target(&dst, masked)? else {
             continue;
