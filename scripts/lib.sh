@@ -16,7 +16,8 @@ VPN_NS_PACKAGES_INSTALL=(gcc libc6-dev iproute2 ca-certificates openvpn openssl 
 # The only list of test packages: add a package here when a test starts using it.
 VPN_NS_PACKAGES_TEST=("${VPN_NS_PACKAGES_INSTALL[@]}"
     wireguard-tools wireguard-go dnsmasq-base tcpdump procps psmisc curl passwd
-    firefox-esr nftables)
+    firefox-esr nftables
+    xdg-dbus-proxy dbus-daemon dbus-bin gnupg dirmngr gpgconf perl)
 
 VPN_NS_MIN_RUST=1.88
 

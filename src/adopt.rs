@@ -118,6 +118,7 @@ pub fn save(conn: &str, s: &Snapshot) -> Result<(), StateError> {
         .truncate(true)
         .write(true)
         .mode(0o644)
+        .custom_flags(libc::O_NOFOLLOW)
         .open(&p)
         .and_then(|mut f| f.write_all(&body))
         .map_err(|source| StateError::Io {

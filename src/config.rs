@@ -256,6 +256,22 @@ pub struct ExecPolicy {
     #[serde(deserialize_with = "accounts")]
     pub groups: Vec<String>,
     pub hostname: Option<Hostname>,
+    #[serde(rename = "session-bus")]
+    pub session_bus: SessionBus,
+}
+
+/// What `vpn-ns exec` gives the command of the user's session bus. The bus daemon runs
+/// in the host's namespace and starts services there, so the real bus is a way out.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SessionBus {
+    /// No bus: no address in the environment, no socket in the runtime directory.
+    #[default]
+    None,
+    /// Through xdg-dbus-proxy with a minimal policy (desktop notifications only).
+    Filtered,
+    /// The real bus (warned about on every exec).
+    Full,
 }
 
 #[derive(Debug, thiserror::Error)]

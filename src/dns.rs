@@ -3,7 +3,7 @@
 
 use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use crate::spec::{DnsSpec, NetnsName};
@@ -13,18 +13,53 @@ const MAX_NAMESERVERS: usize = 3;
 /// glibc's limit on the `search` list.
 const MAX_SEARCH: usize = 6;
 
+/// The files vpn-ns writes into `/etc/netns/<ns>/`, and the only ones exec binds.
+pub const OWN_FILES: [&str; 2] = ["resolv.conf", "nsswitch.conf"];
+/// The first line of every file vpn-ns writes there: what tells its own files from a
+/// namespace admin's, which are kept.
+const HEADER: &str = "# Written by vpn-ns";
+
 #[derive(Debug, thiserror::Error)]
-#[error("{op} {path}")]
-pub struct DnsError {
-    op: &'static str,
-    path: PathBuf,
-    #[source]
-    source: io::Error,
+pub enum DnsError {
+    #[error("{op} {path}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error(transparent)]
+    Unsafe(#[from] crate::owned::OwnedError),
 }
 
 fn io_err(op: &'static str, path: &Path) -> impl FnOnce(io::Error) -> DnsError + use<> {
     let path = path.to_owned();
-    move |source| DnsError { op, path, source }
+    move |source| DnsError::Io { op, path, source }
+}
+
+/// Whether the open file starts with the line vpn-ns writes.
+pub fn starts_with_header(f: &fs::File) -> bool {
+    let mut head = [0u8; HEADER.len()];
+    std::os::unix::fs::FileExt::read_at(f, &mut head, 0)
+        .is_ok_and(|n| head[..n] == *HEADER.as_bytes())
+}
+
+/// Whether `path` holds a file vpn-ns wrote (None: there is no file).
+fn written_by_us(path: &Path) -> Result<Option<bool>, DnsError> {
+    let mut f = match OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        // vpn-ns never writes a symlink there: someone else's, kept and not followed.
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => return Ok(Some(false)),
+        Err(e) => return Err(io_err("cannot read", path)(e)),
+    };
+    let mut head = [0u8; HEADER.len()];
+    let n = io::Read::read(&mut f, &mut head).map_err(io_err("cannot read", path))?;
+    Ok(Some(head[..n] == *HEADER.as_bytes()))
 }
 
 pub fn etc_root() -> PathBuf {
@@ -38,7 +73,7 @@ pub fn etc_dir(ns: &NetnsName) -> PathBuf {
 /// resolv.conf for the namespace. With no servers it lists none, so glibc falls back to
 /// 127.0.0.1, where nothing listens inside the namespace: lookups fail closed.
 pub fn resolv_conf(conn: &str, dns: &DnsSpec) -> String {
-    let mut s = format!("# Written by vpn-ns for connection {conn}; replaced on every up.\n");
+    let mut s = format!("{HEADER} for connection {conn}; replaced on every up.\n");
     if dns.servers.is_empty() {
         s.push_str("# The VPN pushed no DNS server and [dns] sets none: lookups fail closed.\n");
     }
@@ -62,8 +97,7 @@ pub fn resolv_conf(conn: &str, dns: &DnsSpec) -> String {
 /// from outside the tunnel, are never asked. Other databases (passwd, group...) keep
 /// the host's settings.
 pub fn nsswitch_conf(host: Option<&str>) -> String {
-    let mut out =
-        String::from("# Written by vpn-ns: host lookups only via files and the VPN's DNS.\n");
+    let mut out = format!("{HEADER}: host lookups only via files and the VPN's DNS.\n");
     let mut saw_hosts = false;
     for line in host
         .unwrap_or("passwd: files\ngroup: files\nshadow: files\n")
@@ -88,46 +122,51 @@ pub fn nsswitch_conf(host: Option<&str>) -> String {
 
 /// Writes both files. Existing files are rewritten in place rather than replaced, because
 /// processes in a persistent namespace have the old inodes bind-mounted over `/etc`.
-/// Returns whether the directory was created by this call (for rollback).
+/// A file vpn-ns did not write (a namespace admin's own) is kept, with a warning.
+/// Both directories must be root's alone. Returns whether the directory was created by
+/// this call (for rollback).
 pub fn write(ns: &NetnsName, conn: &str, dns: &DnsSpec) -> Result<bool, DnsError> {
-    let root = etc_root();
-    match fs::DirBuilder::new().mode(0o755).create(&root) {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-        Err(e) => return Err(io_err("cannot create", &root)(e)),
-    }
+    crate::owned::ensure_dir(&etc_root(), 0o755)?;
     let dir = etc_dir(ns);
-    let created = match fs::DirBuilder::new().mode(0o755).create(&dir) {
-        Ok(()) => true,
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => false,
-        Err(e) => return Err(io_err("cannot create", &dir)(e)),
-    };
+    let created = crate::owned::ensure_dir(&dir, 0o755)?;
     let host_nsswitch = fs::read_to_string("/etc/nsswitch.conf").ok();
-    write_in_place(&dir.join("resolv.conf"), &resolv_conf(conn, dns))?;
-    write_in_place(
-        &dir.join("nsswitch.conf"),
-        &nsswitch_conf(host_nsswitch.as_deref()),
-    )?;
+    let bodies = [
+        resolv_conf(conn, dns),
+        nsswitch_conf(host_nsswitch.as_deref()),
+    ];
+    for (name, body) in OWN_FILES.iter().zip(bodies) {
+        let p = dir.join(name);
+        if written_by_us(&p)? == Some(false) {
+            tracing::warn!(
+                "{} was not written by vpn-ns: keeping it; it, not the VPN's DNS settings, \
+                 applies inside namespace {ns}",
+                p.display()
+            );
+            continue;
+        }
+        write_in_place(&p, &body)?;
+    }
     Ok(created)
 }
 
 fn write_in_place(path: &Path, body: &str) -> Result<(), DnsError> {
-    let mut f = OpenOptions::new()
-        .create(true)
-        .write(true)
-        .truncate(true)
-        .mode(0o644)
-        .open(path)
-        .map_err(io_err("cannot write", path))?;
+    let mut f = crate::owned::open_write(path, 0o644, true)?;
     f.write_all(body.as_bytes())
         .map_err(io_err("cannot write", path))
 }
 
-/// Removes `/etc/netns/<ns>` and what vpn-ns put in it.
+/// Removes what vpn-ns wrote in `/etc/netns/<ns>`, and the directory once empty.
+/// Files vpn-ns did not write (a namespace admin's) stay, and so does their directory.
 pub fn remove(ns: &NetnsName) -> Result<(), DnsError> {
     let dir = etc_dir(ns);
-    for f in ["resolv.conf", "nsswitch.conf"] {
+    if !crate::owned::check_dir_if_exists(&dir)? {
+        return Ok(());
+    }
+    for f in OWN_FILES {
         let p = dir.join(f);
+        if written_by_us(&p)? != Some(true) {
+            continue;
+        }
         match fs::remove_file(&p) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -139,7 +178,10 @@ pub fn remove(ns: &NetnsName) -> Result<(), DnsError> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
         // The admin put other files there: leave them and the directory.
         Err(e) if e.raw_os_error() == Some(nix::errno::Errno::ENOTEMPTY as i32) => {
-            tracing::warn!("{} is not empty; leaving it in place", dir.display());
+            tracing::info!(
+                "{} holds files vpn-ns did not write; left in place",
+                dir.display()
+            );
             Ok(())
         }
         Err(e) => Err(io_err("cannot remove", &dir)(e)),

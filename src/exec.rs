@@ -1,25 +1,32 @@
 //! `vpn-ns exec`: run a command inside a connection's namespace as the invoking user.
 //!
 //! Everything that needs the host's view (password/group databases, policy, state) is
-//! resolved first; then, on the process's only thread: setns, private mounts, privilege
-//! drop, and execve in place, so the command's exit status is vpn-ns's own.
+//! resolved first; then, on the process's only thread: setns, private mounts, the
+//! private runtime directory (and session-bus proxy), a new PID namespace whose init
+//! drops privileges and starts the command on a new pseudo-terminal (or in a session
+//! without one). vpn-ns stays as the parent: it relays the terminal, forwards signals
+//! and exits with the command's status.
 
 mod browser;
 mod enter;
 mod env;
 mod identity;
+mod init;
 mod policy;
+mod relay;
+mod seal;
 mod wait;
 
 use std::ffi::{CString, OsString};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
 
 use anyhow::Context as _;
 use nix::errno::Errno;
 
 use crate::commands::UsageError;
-use crate::config::Connection;
+use crate::config::{Connection, SessionBus};
 use crate::netns;
 use crate::spec::NetnsName;
 
@@ -33,15 +40,16 @@ pub struct Request<'a> {
     pub cmd: &'a [String],
 }
 
-/// Why the command could not be started, after the point of no return; the caller
-/// prints it and exits with the shell's code.
-pub struct NotStarted {
-    pub code: u8,
-    pub message: String,
+/// Why the command could not be started (in the command's process, which prints it
+/// and exits with the shell's code).
+struct NotStarted {
+    code: u8,
+    message: String,
 }
 
-/// Enters and execs. Returns only when the command could not be executed.
-pub fn run(req: &Request) -> anyhow::Result<NotStarted> {
+/// Enters, runs the command and returns its exit status (127/126 when it could not be
+/// executed, 128 + N when signal N ended it).
+pub fn run(req: &Request) -> anyhow::Result<u8> {
     let conn = req.conn;
     if !conn.netns_isolate {
         return Err(UsageError(format!(
@@ -62,7 +70,12 @@ pub fn run(req: &Request) -> anyhow::Result<NotStarted> {
     let ns = live_netns(conn, req.wait)?;
     let ns_file = netns::open(&ns)?;
     warn_browser(req.cmd, target.uid, &ns_file);
-    let (env, warnings) = env::build(std::env::vars_os(), &target, |p| p.exists());
+    let exec_cfg = conn.exec.as_ref();
+    let bus = exec_cfg.map(|e| e.session_bus).unwrap_or_default();
+    if bus == SessionBus::Filtered {
+        seal::proxy_path()?;
+    }
+    let (env, warnings) = env::build(std::env::vars_os(), &target, bus, |p| p.exists());
     for w in warnings {
         tracing::warn!("{w}");
     }
@@ -71,6 +84,10 @@ pub fn run(req: &Request) -> anyhow::Result<NotStarted> {
         .find(|(k, _)| k == "PATH")
         .map(|(_, v)| v.clone())
         .unwrap_or_default();
+    let xauthority = env
+        .iter()
+        .find(|(k, _)| k == "XAUTHORITY")
+        .map(|(_, v)| PathBuf::from(v));
     let argv = cstrings(req.cmd.iter().map(|s| s.as_bytes().to_vec()))?;
     let envp = cstrings(env.into_iter().map(|(k, v)| {
         let mut kv = k.into_vec();
@@ -78,24 +95,29 @@ pub fn run(req: &Request) -> anyhow::Result<NotStarted> {
         kv.extend(v.into_vec());
         kv
     }))?;
-    let hostname = conn.exec.as_ref().and_then(|e| e.hostname.as_ref());
+    let hostname = exec_cfg.and_then(|e| e.hostname.as_ref());
+    let pty = relay::open()?;
+    let signals = relay::block_signals()?;
     enter::enter(&ns_file, &ns, hostname)?;
     drop(ns_file);
-    identity::drop_to(&target, gid, &groups)?;
-    if let Err(e) = nix::unistd::chdir(&target.home) {
-        tracing::debug!("cannot chdir to {}: {e}; using /", target.home.display());
-        nix::unistd::chdir("/").context("cannot chdir to /")?;
-    }
-    // Rust ignores SIGPIPE for itself; an ignored signal would stay ignored across exec.
-    // SAFETY: restoring the default disposition installs no handler.
-    unsafe {
-        nix::sys::signal::signal(
-            nix::sys::signal::SIGPIPE,
-            nix::sys::signal::SigHandler::SigDfl,
-        )
-    }
-    .context("cannot restore SIGPIPE")?;
-    Ok(exec_search(&argv, &envp, &path_var))
+    let _sealed = seal::seal(&target, gid, &groups, bus, xauthority.as_deref())?;
+    enter::new_pid_namespace()?;
+    let program = init::Program {
+        argv: &argv,
+        envp: &envp,
+        path_var: &path_var,
+        target: &target,
+        gid,
+        groups: &groups,
+        slave: pty.as_ref().map(|p| (&p.slave, p.ttys)),
+    };
+    // SAFETY: single-threaded (enter checked); the child runs init::run, which never
+    // returns.
+    let child = match unsafe { nix::unistd::fork() }.context("cannot fork the exec init")? {
+        nix::unistd::ForkResult::Child => init::run(&program),
+        nix::unistd::ForkResult::Parent { child } => child,
+    };
+    relay::run(pty, signals, child)
 }
 
 /// The account to run as, its primary gid and groups, once `[exec]` allowed the

@@ -8,6 +8,13 @@ use vpn_ns::commands::{self, UsageError};
 use vpn_ns::{cli, config};
 
 fn main() -> ExitCode {
+    // Before anything reads the command line or the environment: in a setuid-root
+    // install both are the caller's, and vpn-ns trusts them (SUDO_UID, --config-dir).
+    let (ruid, euid) = (nix::unistd::getuid(), nix::unistd::geteuid());
+    if let Some(msg) = commands::setuid_refusal(ruid.as_raw(), euid.as_raw()) {
+        eprintln!("vpn-ns: {msg}");
+        return ExitCode::from(2);
+    }
     let cli = cli::Cli::parse();
     init_logging(&cli.global);
     match commands::run(cli) {

@@ -8,7 +8,7 @@
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::fd::AsFd;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
@@ -29,6 +29,8 @@ pub enum NetnsError {
         #[source]
         source: io::Error,
     },
+    #[error(transparent)]
+    Unsafe(#[from] crate::owned::OwnedError),
     #[error("namespace \"{0}\" does not exist (no {path})", path = ns_path_display(.0))]
     NotFound(NetnsName),
     #[error("{path} exists but is not a network namespace", path = ns_path_display(.0))]
@@ -81,11 +83,7 @@ fn is_nsfs(p: &Path) -> bool {
 /// mounts made later propagate into mount namespaces created by `ip netns exec`/`vpn-ns exec`.
 fn prepare_run_dir() -> Result<(), NetnsError> {
     let dir = run_dir();
-    match fs::DirBuilder::new().mode(0o755).create(&dir) {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-        Err(e) => return Err(io_err("cannot create", &dir)(e)),
-    }
+    crate::owned::ensure_dir(&dir, 0o755)?;
     let shared = || {
         nix::mount::mount(
             Some("none"),
@@ -124,6 +122,7 @@ pub fn create(name: &NetnsName) -> Result<(), NetnsError> {
         .write(true)
         .create_new(true)
         .mode(0o0)
+        .custom_flags(libc::O_NOFOLLOW)
         .open(&target)
         .map_err(io_err("cannot create", &target))?;
     crate::fault::point("up:netns-file-created");
@@ -152,6 +151,7 @@ pub fn create(name: &NetnsName) -> Result<(), NetnsError> {
 /// Opens a named namespace for setns or for moving a link into it.
 pub fn open(name: &NetnsName) -> Result<File, NetnsError> {
     let p = path(name);
+    crate::owned::check_dir_if_exists(&run_dir())?;
     if !p.exists() {
         return Err(NetnsError::NotFound(name.clone()));
     }

@@ -67,7 +67,10 @@ pub fn load_record(conn: &str) -> anyhow::Result<Option<Record>> {
 fn save_record(conn: &str, r: &Record) -> anyhow::Result<()> {
     let p = record_path(conn);
     let body = serde_json::to_vec_pretty(r).expect("record serializes");
-    std::fs::write(&p, body).with_context(|| format!("cannot write {}", p.display()))
+    state::ensure_dir()?;
+    let mut f = crate::owned::open_write(&p, 0o644, true)?;
+    std::io::Write::write_all(&mut f, &body)
+        .with_context(|| format!("cannot write {}", p.display()))
 }
 
 fn remove_record(conn: &str) -> anyhow::Result<()> {

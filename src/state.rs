@@ -4,7 +4,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use nix::fcntl::{Flock, FlockArg};
@@ -23,6 +23,8 @@ pub enum StateError {
         #[source]
         source: io::Error,
     },
+    #[error(transparent)]
+    Unsafe(#[from] crate::owned::OwnedError),
     #[error("{path} is corrupt (remove it after checking `ip netns list`)")]
     Corrupt {
         path: PathBuf,
@@ -83,13 +85,11 @@ pub fn run_dir() -> PathBuf {
     PathBuf::from(RUN_DIR)
 }
 
-fn ensure_dir() -> Result<PathBuf, StateError> {
+/// Creates `/run/vpn-ns` if needed and checks that it is root's alone.
+pub fn ensure_dir() -> Result<PathBuf, StateError> {
     let d = run_dir();
-    match fs::DirBuilder::new().mode(0o755).create(&d) {
-        Ok(()) => Ok(d),
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(d),
-        Err(e) => Err(io_err("cannot create", &d)(e)),
-    }
+    crate::owned::ensure_dir(&d, 0o755)?;
+    Ok(d)
 }
 
 pub fn state_path(conn: &str) -> PathBuf {
@@ -105,13 +105,7 @@ pub struct Lock {
 
 pub fn lock(conn: &str) -> Result<Lock, StateError> {
     let p = ensure_dir()?.join(format!("{conn}.lock"));
-    let f = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .mode(0o600)
-        .open(&p)
-        .map_err(io_err("cannot open", &p))?;
+    let f = crate::owned::open_write(&p, 0o600, false)?;
     let flock = Flock::lock(f, FlockArg::LockExclusive)
         .map_err(|(_, e)| io_err("cannot lock", &p)(io::Error::from(e)))?;
     Ok(Lock { _flock: flock })
@@ -119,7 +113,17 @@ pub fn lock(conn: &str) -> Result<Lock, StateError> {
 
 pub fn load(conn: &str) -> Result<Option<State>, StateError> {
     let p = state_path(conn);
-    match fs::read(&p) {
+    // A record in a directory others can write to may be planted.
+    crate::owned::check_dir_if_exists(&run_dir())?;
+    let read = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&p)
+        .and_then(|mut f| {
+            let mut v = Vec::new();
+            io::Read::read_to_end(&mut f, &mut v).map(|_| v)
+        });
+    match read {
         Ok(bytes) => serde_json::from_slice(&bytes)
             .map(Some)
             .map_err(|source| StateError::Corrupt { path: p, source }),
@@ -161,13 +165,7 @@ pub fn save(state: &State) -> Result<(), StateError> {
     let p = state_path(&state.connection);
     let tmp = p.with_extension("json.tmp");
     let body = serde_json::to_vec_pretty(state).expect("state serializes");
-    let mut f = OpenOptions::new()
-        .create(true)
-        .truncate(true)
-        .write(true)
-        .mode(0o644)
-        .open(&tmp)
-        .map_err(io_err("cannot write", &tmp))?;
+    let mut f = crate::owned::create_temp(&tmp, 0o644)?;
     f.write_all(&body)
         .and_then(|()| f.sync_all())
         .map_err(io_err("cannot write", &tmp))?;

@@ -16,14 +16,13 @@ pub fn exec(
 ) -> anyhow::Result<ExitCode> {
     let dir = config_dir(g)?;
     let conn = config::load(&dir, conn_name)?;
-    let failed = exec::run(&Request {
+    let code = exec::run(&Request {
         conn: &conn,
         user,
         wait,
         cmd,
     })?;
-    eprintln!("vpn-ns: {}", failed.message);
-    Ok(ExitCode::from(failed.code))
+    Ok(ExitCode::from(code))
 }
 
 #[cfg(test)]

@@ -1,5 +1,7 @@
 //! `vpn-ns hook openvpn`: OpenVPN's --up/--down script.
 
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
@@ -7,8 +9,10 @@ use anyhow::Context as _;
 use crate::cli::GlobalArgs;
 use crate::commands::{UsageError, config_dir, runtime};
 use crate::config::{self, ConnectionType};
+use crate::cover::{self, TooWide};
 use crate::lifecycle;
 use crate::openvpn::{self, Context, Phase};
+use crate::spec::IpNet;
 use crate::state::{self, Origin};
 
 pub fn openvpn(g: &GlobalArgs, conn_name: &str) -> anyhow::Result<ExitCode> {
@@ -32,6 +36,9 @@ pub fn openvpn(g: &GlobalArgs, conn_name: &str) -> anyhow::Result<ExitCode> {
                 .spec
                 .as_ref()
                 .context("OpenVPN gave no network configuration")?;
+            if !conn.netns_isolate {
+                refuse_wide_routes(conn_name, &env, spec)?;
+            }
             let _lock = state::lock(&conn.name)?;
             let vpn_pid = Some(std::os::unix::process::parent_id());
             let report = rt
@@ -67,4 +74,59 @@ pub fn openvpn(g: &GlobalArgs, conn_name: &str) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// netns-isolate = false: the pushed routes go into the host's table, so a set that
+/// would take over the host's routing is refused, naming the variables that pushed it.
+fn refuse_wide_routes(
+    conn_name: &str,
+    env: &BTreeMap<String, String>,
+    spec: &crate::spec::NetworkSpec,
+) -> anyhow::Result<()> {
+    let dests: Vec<IpNet> = spec.routes.iter().map(|r| r.dest).collect();
+    let wide = cover::too_wide(&dests);
+    if wide.is_empty() {
+        return Ok(());
+    }
+    let reasons: Vec<String> = wide
+        .iter()
+        .map(|w| match w {
+            TooWide::Prefix(n) => format!(
+                "{} ({n}) is shorter than /{}",
+                route_var(env, n),
+                cover::MIN_PREFIX
+            ),
+            TooWide::Union { half, parts } => {
+                let vars: Vec<String> = parts.iter().map(|p| route_var(env, p)).collect();
+                format!("{} together cover {half}", vars.join(", "))
+            }
+        })
+        .collect();
+    anyhow::bail!(
+        "connection {conn_name}: refusing OpenVPN's environment: with netns-isolate = false \
+         the pushed routes would take over the host's routing: {}",
+        reasons.join("; ")
+    )
+}
+
+/// The OpenVPN variable that pushed the route to `dest` (the destination itself if none
+/// matches, which cannot happen for routes parsed from `env`).
+fn route_var(env: &BTreeMap<String, String>, dest: &IpNet) -> String {
+    for (k, v) in env {
+        if let Some(n) = k.strip_prefix("route_network_") {
+            let prefix = env
+                .get(&format!("route_netmask_{n}"))
+                .and_then(|m| m.parse::<Ipv4Addr>().ok())
+                .map(|m| u32::from(m).count_ones() as u8);
+            if v.parse().ok() == Some(dest.addr()) && prefix == Some(dest.prefix()) {
+                return k.clone();
+            }
+        }
+        if k.starts_with("route_ipv6_network_")
+            && v.parse::<IpNet>().ok().map(|n| n.network()) == Some(dest.network())
+        {
+            return k.clone();
+        }
+    }
+    dest.to_string()
 }

@@ -53,6 +53,17 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 
 /// The configuration directory, refusing an override from a non-root user elevated by
 /// sudo/pkexec/doas: their config would run as root.
+/// The refusal for a setuid-root install (real uid not root, effective uid root): such
+/// a caller controls the environment and arguments vpn-ns trusts as root's.
+pub fn setuid_refusal(ruid: u32, euid: u32) -> Option<String> {
+    (ruid != 0 && euid == 0).then(|| {
+        format!(
+            "refusing to run setuid-root (real uid {ruid}): vpn-ns must not be installed \
+             setuid; run it through sudo, pkexec or doas"
+        )
+    })
+}
+
 pub fn config_dir(g: &GlobalArgs) -> Result<PathBuf, UsageError> {
     match &g.config_dir {
         None => Ok(PathBuf::from(config::DEFAULT_CONFIG_DIR)),
@@ -91,4 +102,21 @@ pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?)
+}
+
+#[cfg(test)]
+mod setuid_tests {
+    use super::setuid_refusal;
+
+    #[test]
+    fn only_a_setuid_root_caller_is_refused() {
+        assert!(setuid_refusal(0, 0).is_none());
+        assert!(setuid_refusal(1000, 1000).is_none());
+        let msg = setuid_refusal(1000, 0).unwrap();
+        assert!(
+            msg.contains("setuid") && msg.contains("sudo, pkexec or doas"),
+            "{msg}"
+        );
+        assert!(!msg.contains('\n'));
+    }
 }

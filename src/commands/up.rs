@@ -149,6 +149,7 @@ fn openvpn(g: &GlobalArgs, conn: &Connection, foreground: bool) -> anyhow::Resul
         .truncate(true)
         .write(true)
         .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
         .open(&log)
         .with_context(|| format!("cannot create {}", log.display()))?;
     // Watch before starting OpenVPN, so the hook's state write cannot be missed.

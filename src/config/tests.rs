@@ -29,6 +29,7 @@ search = ["corp.example"]
 users = ["alice"]           # present: only these users/groups (and a real root shell) may exec
 groups = ["vpn"]
 hostname = "work-vm"        # optional: own UTS namespace with this hostname for exec'd apps
+session-bus = "filtered"    # "none" (default) | "filtered" (xdg-dbus-proxy) | "full" (a way out)
 "#;
 
 fn parse_work(text: &str) -> Result<Connection, ConfigError> {
@@ -116,6 +117,17 @@ fn defaults() {
     assert!(c.openvpn.is_none());
     let exec = c.exec.unwrap();
     assert!(exec.users.is_empty() && exec.groups.is_empty() && exec.hostname.is_none());
+    assert_eq!(exec.session_bus, crate::config::SessionBus::None);
+    for (v, want) in [
+        ("none", crate::config::SessionBus::None),
+        ("filtered", crate::config::SessionBus::Filtered),
+        ("full", crate::config::SessionBus::Full),
+    ] {
+        let c = parse_work(&format!(
+            "type = \"device\"\n[exec]\nsession-bus = \"{v}\"\n"
+        ));
+        assert_eq!(c.unwrap().exec.unwrap().session_bus, want);
+    }
 }
 
 #[test]
@@ -302,6 +314,11 @@ fn bad_files_name_path_line_and_key() {
             "type = \"device\"\n[exec]\nhostname = \"work_vm\"\n",
             3,
             &["key \"exec.hostname\"", "contains '_'"],
+        ),
+        (
+            "type = \"device\"\n[exec]\nsession-bus = \"yes\"\n",
+            3,
+            &["key \"exec.session-bus\"", "unknown variant"],
         ),
         (
             "type = \"device\"\n[exec]\nusers = [\"alice bob\"]\n",

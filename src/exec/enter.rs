@@ -1,10 +1,12 @@
 //! Entering the connection's namespace the way `ip netns exec` does, plus what it leaves
-//! out: host resolver sockets hidden, and an own UTS namespace when a hostname is set.
+//! out: host daemons' socket directories hidden, only vpn-ns's own files bound over
+//! /etc, and an own UTS namespace when a hostname is set.
 //! Runs on the process's only thread: `unshare(CLONE_NEWNS)` refuses a process whose
 //! filesystem context is shared with other threads.
 
 use std::fs::{self, File, OpenOptions};
 use std::io;
+use std::os::fd::AsRawFd;
 use std::path::{Component, Path, PathBuf};
 
 use anyhow::{Context as _, bail};
@@ -15,9 +17,17 @@ use crate::config::Hostname;
 use crate::dns;
 use crate::spec::NetnsName;
 
-/// Where host-side resolvers listen outside the tunnel: systemd-resolved (nss-resolve,
-/// the 127.0.0.53 stub's control socket) and nscd. Both are covered by an empty tmpfs.
-pub const RESOLVER_DIRS: [&str; 2] = ["/run/systemd/resolve", "/run/nscd"];
+/// Where host daemons that act on the network for their clients listen: systemd-resolved
+/// (nss-resolve, the stub's varlink socket), nscd, the system bus (resolved's
+/// ResolveHostname, NetworkManager, avahi over D-Bus), avahi's own socket, and CUPS
+/// (network printers). Each is covered by an empty tmpfs.
+pub const HOST_SOCKET_DIRS: [&str; 5] = [
+    "/run/systemd/resolve",
+    "/run/nscd",
+    "/run/dbus",
+    "/run/avahi-daemon",
+    "/run/cups",
+];
 
 /// Threads of this process, from /proc/self/status.
 fn thread_count() -> Option<usize> {
@@ -29,7 +39,7 @@ fn thread_count() -> Option<usize> {
         .ok()
 }
 
-/// setns + new mount (and UTS) namespace + the /etc/netns overlay + masked resolvers.
+/// setns + new mount (and UTS) namespace + the /etc/netns overlay + masked host sockets.
 pub fn enter(ns_file: &File, ns: &NetnsName, hostname: Option<&Hostname>) -> anyhow::Result<()> {
     match thread_count() {
         Some(1) => {}
@@ -55,7 +65,7 @@ pub fn enter(ns_file: &File, ns: &NetnsName, hostname: Option<&Hostname>) -> any
     )
     .context("cannot make / a slave mount")?;
     remount_sys(ns);
-    let masked = mask_resolvers()?;
+    let masked = mask_host_sockets()?;
     bind_etc(ns, &masked)?;
     for dir in &masked {
         let ro = MsFlags::MS_REMOUNT
@@ -72,6 +82,12 @@ pub fn enter(ns_file: &File, ns: &NetnsName, hostname: Option<&Hostname>) -> any
             .with_context(|| format!("cannot set hostname {}", h.as_str()))?;
     }
     Ok(())
+}
+
+/// A new PID namespace for the next child (the exec init). After the session-bus proxy
+/// is started, which must stay outside it.
+pub fn new_pid_namespace() -> anyhow::Result<()> {
+    nix::sched::unshare(CloneFlags::CLONE_NEWPID).context("cannot create a PID namespace")
 }
 
 /// A fresh sysfs shows the namespace's own network devices. Failing to remount is not
@@ -100,11 +116,11 @@ fn remount_sys(ns: &NetnsName) {
     }
 }
 
-/// Covers each existing resolver directory with an empty tmpfs (made read-only after
-/// the /etc overlay, which may need to place a file inside it).
-fn mask_resolvers() -> anyhow::Result<Vec<PathBuf>> {
+/// Covers each existing host socket directory with an empty tmpfs (made read-only
+/// after the /etc overlay, which may need to place a file inside one).
+fn mask_host_sockets() -> anyhow::Result<Vec<PathBuf>> {
     let mut masked = Vec::new();
-    for dir in RESOLVER_DIRS.map(Path::new) {
+    for dir in HOST_SOCKET_DIRS.map(Path::new) {
         if !dir.is_dir() {
             continue;
         }
@@ -121,7 +137,7 @@ fn mask_resolvers() -> anyhow::Result<Vec<PathBuf>> {
             Err(nix::errno::Errno::ENOENT) => continue,
             Err(e) => {
                 return Err(e).with_context(|| {
-                    format!("cannot hide host resolver directory {}", dir.display())
+                    format!("cannot hide host socket directory {}", dir.display())
                 });
             }
         }
@@ -131,31 +147,52 @@ fn mask_resolvers() -> anyhow::Result<Vec<PathBuf>> {
     Ok(masked)
 }
 
-/// Binds every file of /etc/netns/<ns>/ over the same name in /etc. Nothing is created
-/// in the host's /etc: a name missing there is skipped with a warning.
+/// Binds the files vpn-ns writes in /etc/netns/<ns>/ (resolv.conf, nsswitch.conf) over
+/// /etc, and nothing else there: not a planted passwd or shadow, not a namespace
+/// admin's own resolv.conf (kept by `dns::write`). Both directories must be root's
+/// alone and each file root-owned, not writable by others, no symlink and starting
+/// with vpn-ns's header; the bind is made from the checked descriptor. Nothing is
+/// created in the host's /etc.
 fn bind_etc(ns: &NetnsName, masked: &[PathBuf]) -> anyhow::Result<()> {
     let dir = dns::etc_dir(ns);
-    let rd = match fs::read_dir(&dir) {
-        Ok(rd) => rd,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            tracing::warn!(
-                "{} does not exist: the host's resolv.conf applies inside namespace {ns}",
-                dir.display()
-            );
-            return Ok(());
+    crate::owned::check_dir_if_exists(&dns::etc_root())?;
+    if !crate::owned::check_dir_if_exists(&dir)? {
+        tracing::warn!(
+            "{} does not exist: the host's resolv.conf applies inside namespace {ns}",
+            dir.display()
+        );
+        return Ok(());
+    }
+    for name in dns::OWN_FILES {
+        let src = dir.join(name);
+        match fs::symlink_metadata(&src) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            // vpn-ns never writes a symlink there: someone else's, not followed.
+            Ok(m) if m.file_type().is_symlink() => {
+                tracing::warn!(
+                    "{} is a symbolic link, not vpn-ns's file: not bound; the host's {name} \
+                     applies inside",
+                    src.display()
+                );
+                continue;
+            }
+            _ => {}
         }
-        Err(e) => return Err(e).with_context(|| format!("cannot read {}", dir.display())),
-    };
-    let mut names: Vec<_> = rd.flatten().map(|e| e.file_name()).collect();
-    names.sort();
-    for name in names {
-        let src = dir.join(&name);
-        let dst = Path::new("/etc").join(&name);
+        let file = crate::owned::open_own_file(&src)?;
+        if !dns::starts_with_header(&file) {
+            tracing::warn!(
+                "{} was not written by vpn-ns: not bound; the host's {name} applies inside",
+                src.display()
+            );
+            continue;
+        }
+        let dst = Path::new("/etc").join(name);
         let Some(target) = mount_target(&dst, masked)? else {
             continue;
         };
+        let by_fd = format!("/proc/self/fd/{}", file.as_raw_fd());
         mount(
-            Some(&src),
+            Some(by_fd.as_str()),
             &target,
             None::<&str>,
             MsFlags::MS_BIND,

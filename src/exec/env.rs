@@ -5,6 +5,8 @@ use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
+use crate::config::SessionBus;
+
 /// Desktop-session and terminal variables taken over from the invoker.
 const KEPT: [&str; 10] = [
     "DISPLAY",
@@ -47,15 +49,21 @@ fn runtime_uid(value: &OsStr) -> Option<u32> {
 
 /// Builds the command's environment and returns it with warnings for the user.
 /// `exists` tells whether a path exists (a parameter so that tests need no /run/user).
+/// The session bus address is the private runtime directory's `bus` (the proxy, or the
+/// real bus bound there) or, with `SessionBus::None`, absent.
 pub fn build(
     invoker_env: impl IntoIterator<Item = (OsString, OsString)>,
     t: &Account,
+    bus_mode: SessionBus,
     exists: impl Fn(&Path) -> bool,
 ) -> (Vec<(OsString, OsString)>, Vec<String>) {
     let mut warnings = Vec::new();
     let mut env: Vec<(OsString, OsString)> = Vec::new();
     for (k, v) in invoker_env {
         if !kept(&k) || env.iter().any(|(e, _)| *e == k) {
+            continue;
+        }
+        if k == "DBUS_SESSION_BUS_ADDRESS" && bus_mode != SessionBus::Full {
             continue;
         }
         // Root's (or another user's) runtime directory and bus: the target user could
@@ -71,7 +79,7 @@ pub fn build(
         env.push(("XDG_RUNTIME_DIR".into(), run_user.clone().into()));
     }
     let bus = run_user.join("bus");
-    if !has(&env, "DBUS_SESSION_BUS_ADDRESS") && exists(&bus) {
+    if bus_mode != SessionBus::None && !has(&env, "DBUS_SESSION_BUS_ADDRESS") && exists(&bus) {
         let mut v = OsString::from("unix:path=");
         v.push(&bus);
         env.push(("DBUS_SESSION_BUS_ADDRESS".into(), v));
@@ -85,6 +93,13 @@ pub fn build(
             v.to_string_lossy(),
             bus.display()
         ));
+    }
+    if bus_mode == SessionBus::Full && has(&env, "DBUS_SESSION_BUS_ADDRESS") {
+        warnings.push(
+            "[exec] session-bus = \"full\": the command gets the real session bus, whose \
+             services run outside the namespace; that is a way around the VPN"
+                .to_owned(),
+        );
     }
     let shell = match t.shell.as_os_str().is_empty() {
         true => OsString::from("/bin/sh"),
@@ -138,7 +153,7 @@ mod tests {
             ("SUDO_COMMAND", "/usr/bin/vpn-ns"),
             ("PATH", "/root/bin:/usr/bin"),
         ]);
-        let (env, warnings) = build(inv, &al(), |_| false);
+        let (env, warnings) = build(inv, &al(), SessionBus::Full, |_| false);
         assert!(warnings.is_empty());
         assert_eq!(get(&env, "DISPLAY"), Some(":0"));
         assert_eq!(get(&env, "WAYLAND_DISPLAY"), Some("wayland-0"));
@@ -160,13 +175,13 @@ mod tests {
     fn runtime_dir_and_bus_fall_back_to_run_user() {
         let exists =
             |p: &Path| p == Path::new("/run/user/1000") || p == Path::new("/run/user/1000/bus");
-        let (env, _) = build(Vec::new(), &al(), exists);
+        let (env, _) = build(Vec::new(), &al(), SessionBus::Filtered, exists);
         assert_eq!(get(&env, "XDG_RUNTIME_DIR"), Some("/run/user/1000"));
         assert_eq!(
             get(&env, "DBUS_SESSION_BUS_ADDRESS"),
             Some("unix:path=/run/user/1000/bus")
         );
-        let (env, _) = build(Vec::new(), &al(), |_| false);
+        let (env, _) = build(Vec::new(), &al(), SessionBus::Filtered, |_| false);
         assert_eq!(get(&env, "XDG_RUNTIME_DIR"), None);
         assert_eq!(get(&env, "DBUS_SESSION_BUS_ADDRESS"), None);
     }
@@ -177,7 +192,9 @@ mod tests {
             ("XDG_RUNTIME_DIR", "/run/user/0"),
             ("DBUS_SESSION_BUS_ADDRESS", "unix:path=/run/user/0/bus"),
         ]);
-        let (env, _) = build(inv, &al(), |p| p.starts_with("/run/user/1000"));
+        let (env, _) = build(inv, &al(), SessionBus::Full, |p| {
+            p.starts_with("/run/user/1000")
+        });
         assert_eq!(get(&env, "XDG_RUNTIME_DIR"), Some("/run/user/1000"));
         assert_eq!(
             get(&env, "DBUS_SESSION_BUS_ADDRESS"),
@@ -186,15 +203,40 @@ mod tests {
     }
 
     #[test]
+    fn bus_modes() {
+        let inv = pairs(&[("DBUS_SESSION_BUS_ADDRESS", "unix:path=/run/user/1000/bus")]);
+        let all = |_: &Path| true;
+        let (env, w) = build(inv.clone(), &al(), SessionBus::None, all);
+        assert_eq!(get(&env, "DBUS_SESSION_BUS_ADDRESS"), None);
+        assert!(w.is_empty());
+        let (env, w) = build(inv.clone(), &al(), SessionBus::Filtered, all);
+        assert_eq!(
+            get(&env, "DBUS_SESSION_BUS_ADDRESS"),
+            Some("unix:path=/run/user/1000/bus")
+        );
+        assert!(w.is_empty());
+        let other = pairs(&[("DBUS_SESSION_BUS_ADDRESS", "unix:path=/tmp/dbus-elsewhere")]);
+        let (env, _) = build(other, &al(), SessionBus::Filtered, all);
+        assert_eq!(
+            get(&env, "DBUS_SESSION_BUS_ADDRESS"),
+            Some("unix:path=/run/user/1000/bus"),
+            "filtered: only the proxy"
+        );
+        let (_, w) = build(inv, &al(), SessionBus::Full, all);
+        assert!(w.iter().any(|w| w.contains("way around the VPN")));
+    }
+
+    #[test]
     fn abstract_bus_warns() {
         let inv = pairs(&[("DBUS_SESSION_BUS_ADDRESS", "unix:abstract=/tmp/dbus-x")]);
-        let (env, warnings) = build(inv, &al(), |_| false);
+        let (env, warnings) = build(inv, &al(), SessionBus::Full, |_| false);
         assert_eq!(
             get(&env, "DBUS_SESSION_BUS_ADDRESS"),
             Some("unix:abstract=/tmp/dbus-x")
         );
-        assert_eq!(warnings.len(), 1);
+        assert_eq!(warnings.len(), 2);
         assert!(warnings[0].contains("abstract"));
+        assert!(warnings[1].contains("way around the VPN"));
     }
 
     #[test]
@@ -206,7 +248,7 @@ mod tests {
             home: "/root".into(),
             shell: PathBuf::new(),
         };
-        let (env, _) = build(Vec::new(), &root, |_| false);
+        let (env, _) = build(Vec::new(), &root, SessionBus::None, |_| false);
         assert_eq!(get(&env, "PATH"), Some(ROOT_PATH));
         assert_eq!(get(&env, "SHELL"), Some("/bin/sh"));
     }

@@ -1,10 +1,7 @@
 //! "Is the connection up", and waiting for it without polling: inotify on /run/vpn-ns,
 //! where `state::save` renames the finished record into place after a successful up.
 
-use std::fs;
-use std::io;
 use std::os::fd::AsFd;
-use std::os::unix::fs::DirBuilderExt;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -26,12 +23,7 @@ pub fn up_netns(conn: &str) -> anyhow::Result<Option<NetnsName>> {
 /// Waits up to `timeout` for `conn` to come up. Watches first, checks second, so an up
 /// that completes in between is not missed.
 pub fn until_up(conn: &str, timeout: Duration) -> anyhow::Result<Option<NetnsName>> {
-    let dir = state::run_dir();
-    match fs::DirBuilder::new().mode(0o755).create(&dir) {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-        Err(e) => return Err(e).with_context(|| format!("cannot create {}", dir.display())),
-    }
+    let dir = state::ensure_dir()?;
     let ino = Inotify::init(InitFlags::IN_CLOEXEC | InitFlags::IN_NONBLOCK)
         .context("cannot create an inotify instance")?;
     let mask =

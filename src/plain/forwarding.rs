@@ -7,7 +7,7 @@
 //! coming up and going down at the same time cannot lose the original value. (`@` cannot
 //! start a connection name's state file, which are `<conn>.json`.)
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io;
 use std::path::{Path, PathBuf};
 
@@ -22,14 +22,10 @@ fn dir() -> PathBuf {
 }
 
 fn lock(dir: &Path) -> anyhow::Result<Flock<File>> {
-    fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    crate::state::ensure_dir()?;
+    crate::owned::ensure_dir(dir, 0o755)?;
     let p = dir.join(".lock");
-    let f = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&p)
-        .with_context(|| format!("cannot open {}", p.display()))?;
+    let f = crate::owned::open_write(&p, 0o600, false)?;
     Flock::lock(f, FlockArg::LockExclusive)
         .map_err(|(_, e)| io::Error::from(e))
         .with_context(|| format!("cannot lock {}", p.display()))
@@ -54,10 +50,12 @@ pub fn enable(conn: &str) -> anyhow::Result<()> {
     let saved = d.join(SAVED);
     let current = read_forward()?;
     if !saved.exists() {
-        fs::write(&saved, &current).with_context(|| format!("cannot write {}", saved.display()))?;
+        let mut f = crate::owned::open_write(&saved, 0o644, true)?;
+        io::Write::write_all(&mut f, current.as_bytes())
+            .with_context(|| format!("cannot write {}", saved.display()))?;
     }
     let marker = d.join(conn);
-    File::create(&marker).with_context(|| format!("cannot create {}", marker.display()))?;
+    crate::owned::open_write(&marker, 0o644, true)?;
     if current != "1" {
         write_forward("1")?;
         tracing::debug!("{IP_FORWARD}: {current} -> 1");

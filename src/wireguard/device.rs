@@ -5,7 +5,7 @@
 use std::fs::{self, OpenOptions};
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
-use std::os::unix::fs::DirBuilderExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -170,6 +170,7 @@ pub fn start_userspace(
         .create(true)
         .write(true)
         .truncate(true)
+        .custom_flags(libc::O_NOFOLLOW)
         .open(log)
         .map_err(|source| DeviceError::Io {
             op: "cannot open",
@@ -325,13 +326,12 @@ pub fn log_path(conn: &str) -> PathBuf {
 /// Creates /run/vpn-ns for the log when no state exists yet.
 pub fn ensure_log_dir() -> Result<(), DeviceError> {
     let d = crate::state::run_dir();
-    match fs::DirBuilder::new().mode(0o755).create(&d) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
-        Err(source) => Err(DeviceError::Io {
-            op: "cannot create",
+    match crate::owned::ensure_dir(&d, 0o755) {
+        Ok(_) => Ok(()),
+        Err(e) => Err(DeviceError::Io {
+            op: "cannot use",
             path: d,
-            source,
+            source: io::Error::other(e.to_string()),
         }),
     }
 }
