@@ -6,6 +6,7 @@
 
 pub mod checks;
 pub mod exec;
+pub mod nm;
 pub mod openvpn;
 pub mod pki;
 pub mod reliability;
