@@ -289,7 +289,7 @@ impl Sandbox {
             std::thread::sleep(Duration::from_millis(20));
         }
         let mut c = self.cmd("NetworkManager");
-        c.args(["--no-daemon"]);
+        c.args(["--no-daemon", "--debug"]);
         let nm = self.spawn("NetworkManager", c);
         let mgr = NetworkManager {
             dbus,
