@@ -107,6 +107,148 @@ fn up_down_isolates_dns_v4_v6_and_leaves_the_host_alone() {
         default_routes(&l.sb, None, "-4").is_empty(),
         "a default route on the host after vpn-down"
     );
-    let _ = UPLINK;
-    let _ = sandbox_pids;
+}
+
+/// `vpn-ns --config-dir <sandbox conf> ARGS...` in the sandbox host namespace.
+fn vpn_ns(sb: &Sandbox, args: &[&str]) -> std::process::Output {
+    sb.vpn_ns()
+        .arg("--config-dir")
+        .arg(sb.config_dir())
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run vpn-ns")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// Defect 3: with CONN's tun0 inside its namespace, a *different* tun0 on the host is
+/// not "already in namespace": adopt refuses it (exit 1) and says why.
+#[test]
+fn adopt_tells_devices_apart_by_identity() {
+    if !require_root("adopt_tells_devices_apart_by_identity") {
+        return;
+    }
+    let l = lab("nm-identity", Wiring::PreUp, &ServerOptions::default());
+    let c = l.nm.import_openvpn(&l.sb, "work");
+    device_conn(&l.sb, "work", "");
+    nm_up(&l, &c);
+    expect_ok(l.sb.ip(None, &["tuntap", "add", "tun0", "mode", "tun"]));
+    let out = vpn_ns(&l.sb, &["adopt", "work", "tun0"]);
+    let err = text(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "adopt of another tun0 must fail: {err}"
+    );
+    assert!(
+        err.contains("another device") && err.contains("already up"),
+        "the error must say the host's tun0 is another device: {err}"
+    );
+    assert!(
+        l.sb.links_in(None).contains(&"tun0".to_owned()),
+        "the host's tun0 must stay"
+    );
+    assert_sealed(&l.sb, "work", "tun0");
+    // The adopted device itself, named again: a repeated event, not an error.
+    expect_ok(l.sb.ip(None, &["link", "del", "tun0"]));
+    let out = vpn_ns(&l.sb, &["adopt", "work", "tun0"]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "vpn-ns adopt (no NetworkManager owner) must not claim NetworkManager's device: {}",
+        text(&out.stderr)
+    );
+    nm_down(&l, &c);
+    assert_gone(&l.sb, "work", "work");
+}
+
+/// Defect 4: a host tunnel that takes the freed name never blocks down, and the next
+/// up isolates the new device.
+#[test]
+fn a_host_tunnel_taking_the_freed_name_never_blocks_down() {
+    if !require_root("a_host_tunnel_taking_the_freed_name_never_blocks_down") {
+        return;
+    }
+    let l = lab("nm-collision", Wiring::PreUp, &ServerOptions::default());
+    let c = l.nm.import_openvpn(&l.sb, "work");
+    device_conn(&l.sb, "work", "");
+    nm_up(&l, &c);
+    expect_ok(l.sb.ip(None, &["tuntap", "add", "tun0", "mode", "tun"]));
+    let host_tun0 = expect_ok(l.sb.ip(None, &["-o", "link", "show", "tun0"]));
+
+    // `vpn-ns down` returns the adopted device under a free name, with its configuration.
+    let out = vpn_ns(&l.sb, &["down", "work"]);
+    assert!(out.status.success(), "down failed: {}", text(&out.stderr));
+    assert_gone(&l.sb, "work", "work");
+    let back = expect_ok(l.sb.ip(None, &["-o", "addr", "show", "dev", "tun1"]));
+    assert!(
+        back.contains("100.64.0."),
+        "tun0 came back as tun1 with its address: {back}"
+    );
+    assert_eq!(
+        expect_ok(l.sb.ip(None, &["-o", "link", "show", "tun0"])),
+        host_tun0,
+        "the host's own tun0 must be untouched"
+    );
+    nm_down(&l, &c);
+
+    // NetworkManager again: its new device is tun1 (tun0 is the host's), and is isolated.
+    nm_up(&l, &c);
+    assert_sealed(&l.sb, "work", "tun1");
+    assert_service_inside(&l.sb, "work");
+    assert_eq!(l.nm.hook_codes("vpn-pre-up", &c.uuid), [0, 0]);
+    // vpn-down while the host holds tun0: nothing comes back, nothing blocks.
+    nm_down(&l, &c);
+    assert_gone(&l.sb, "work", "work");
+    assert_eq!(l.nm.hook_codes("vpn-down", &c.uuid), [0, 0]);
+    assert_eq!(l.sb.links_in(None), sorted(&["lo", "tun0", UPLINK]));
+}
+
+/// Defect 6 (second half): the dispatcher runs vpn-ns as root; a connection file (or
+/// its directory) others can write is refused, with one line naming it.
+#[test]
+fn world_or_group_writable_connection_files_are_refused() {
+    if !require_root("world_or_group_writable_connection_files_are_refused") {
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let l = lab("nm-trust", Wiring::PreUp, &ServerOptions::default());
+    let c = l.nm.import_openvpn(&l.sb, "work");
+    device_conn(&l.sb, "work", "");
+    let file = l.sb.config_dir().join("work.toml");
+    for (path, mode) in [
+        (file.clone(), 0o666),
+        (file.clone(), 0o620),
+        (l.sb.config_dir(), 0o777),
+    ] {
+        let old = std::fs::metadata(&path).unwrap().permissions().mode();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+        let n = l.nm.hook_runs("vpn-pre-up", &c.uuid);
+        expect_ok(l.nm.up(&c));
+        expect_ok(l.nm.wait_hook("vpn-pre-up", &c.uuid, n + 1, HOOK));
+        assert_eq!(
+            l.nm.hook_codes("vpn-pre-up", &c.uuid).last(),
+            Some(&2),
+            "mode {mode:o}"
+        );
+        let log = l.nm.hook_log_text();
+        assert!(
+            log.contains(&format!("refusing {}", path.display())) && log.contains("writable"),
+            "the refusal must name {}:\n{log}",
+            path.display()
+        );
+        assert_eq!(
+            l.sb.netns_list(),
+            ["srv"],
+            "nothing created for mode {mode:o}"
+        );
+        nm_down(&l, &c);
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(old)).unwrap();
+    }
+    nm_up(&l, &c);
+    assert_sealed(&l.sb, "work", "tun0");
+    nm_down(&l, &c);
 }
