@@ -252,3 +252,124 @@ fn world_or_group_writable_connection_files_are_refused() {
     assert_sealed(&l.sb, "work", "tun0");
     nm_down(&l, &c);
 }
+
+/// The OpenVPN that NetworkManager started (the server's lives in namespace srv).
+fn nm_openvpn(sb: &Sandbox) -> u32 {
+    let pids = sandbox_pids(sb, "openvpn");
+    assert_eq!(
+        pids.len(),
+        1,
+        "exactly one OpenVPN of NetworkManager: {pids:?}"
+    );
+    pids[0]
+}
+
+/// kill -9 of NetworkManager's OpenVPN: the tunnel dies inside the namespace (no route
+/// left there), NetworkManager reports the VPN down, and the hook removes the namespace.
+#[test]
+fn kill_9_of_networkmanagers_openvpn_fails_closed_and_cleans_up() {
+    if !require_root("kill_9_of_networkmanagers_openvpn_fails_closed_and_cleans_up") {
+        return;
+    }
+    let l = lab("nm-kill9", Wiring::PreUp, &ServerOptions::default());
+    let c = l.nm.import_openvpn(&l.sb, "work");
+    device_conn(&l.sb, "work", "");
+    nm_up(&l, &c);
+    assert_service_inside(&l.sb, "work");
+    let pid = nm_openvpn(&l.sb);
+    assert!(sys::send_signal(pid, sys::SIGKILL));
+    expect_ok(l.nm.wait_hook("vpn-down", &c.uuid, 1, HOOK));
+    assert_eq!(l.nm.hook_codes("vpn-down", &c.uuid), [0]);
+    assert_gone(&l.sb, "work", "work");
+    assert_host_untouched(&l.sb);
+    assert!(default_routes(&l.sb, None, "-4").is_empty());
+    assert_ne!(l.nm.active_state(&c).as_deref(), Some("activated"));
+}
+
+/// netns-persistent: the namespace and the processes in it survive NetworkManager's
+/// down (with no network at all), and the next up brings the VPN back into the same one.
+#[test]
+fn a_persistent_namespace_survives_networkmanager_down_and_up() {
+    if !require_root("a_persistent_namespace_survives_networkmanager_down_and_up") {
+        return;
+    }
+    let l = lab("nm-persist", Wiring::PreUp, &ServerOptions::default());
+    let c = l.nm.import_openvpn(&l.sb, "work");
+    device_conn(&l.sb, "work", "netns-persistent = true\n");
+    nm_up(&l, &c);
+    let ino = l.sb.netns_inode("work");
+    let mut app = l.sb.spawn("app", {
+        let mut a = l.sb.ns_cmd("work", "sleep");
+        a.arg("600");
+        a
+    });
+    nm_down(&l, &c);
+    assert_eq!(l.sb.netns_inode("work"), ino, "the namespace must be kept");
+    assert!(app.is_alive(), "the app inside must survive the VPN's down");
+    assert_eq!(l.sb.links_in(Some("work")), ["lo"]);
+    for fam in ["-4", "-6"] {
+        let r = expect_ok(l.sb.ip(Some("work"), &[fam, "route", "show", "table", "main"]));
+        assert!(r.trim().is_empty(), "routes left in work: {r}");
+    }
+    assert_host_untouched(&l.sb);
+    nm_up(&l, &c);
+    assert_eq!(
+        l.sb.netns_inode("work"),
+        ino,
+        "up must reuse the kept namespace"
+    );
+    assert_isolated(&l, "work", "tun0");
+    assert!(app.is_alive());
+    nm_down(&l, &c);
+    assert_eq!(l.sb.netns_inode("work"), ino);
+}
+
+/// NetworkManager reconnecting: OpenVPN restarting under it (SIGUSR1, as on a
+/// ping-restart; NetworkManager's OpenVPN keeps its tun, inside the namespace), then
+/// `nmcli connection down` and `up` at once (NetworkManager refuses to `up` an active
+/// VPN). Either way the VPN ends up isolated and nothing reaches the host.
+#[test]
+fn networkmanager_reconnect_stays_isolated() {
+    if !require_root("networkmanager_reconnect_stays_isolated") {
+        return;
+    }
+    let l = lab("nm-reconnect", Wiring::PreUp, &ServerOptions::default());
+    let c = l.nm.import_openvpn(&l.sb, "work");
+    device_conn(&l.sb, "work", "");
+    nm_up(&l, &c);
+    let server_log = l.sb.dir().join("server.log");
+    let replies = count_in_log(&server_log, "PUSH_REPLY");
+    assert!(sys::send_signal(nm_openvpn(&l.sb), sys::SIGUSR1));
+    expect_ok(wait_until(CONNECT, || {
+        if count_in_log(&server_log, "PUSH_REPLY") > replies {
+            Ok(())
+        } else {
+            Err("OpenVPN did not reconnect".to_owned())
+        }
+    }));
+    assert_isolated(&l, "work", "tun0");
+    assert_eq!(l.nm.active_state(&c).as_deref(), Some("activated"));
+
+    // Down and straight up again: the new activation's vpn-pre-up may run before the
+    // old one's vpn-down.
+    let (pre, down) = (
+        l.nm.hook_runs("vpn-pre-up", &c.uuid),
+        l.nm.hook_runs("vpn-down", &c.uuid),
+    );
+    expect_ok(l.nm.down(&c));
+    expect_ok(l.nm.up(&c));
+    expect_ok(l.nm.wait_hook("vpn-down", &c.uuid, down + 1, HOOK));
+    expect_ok(l.nm.wait_hook("vpn-pre-up", &c.uuid, pre + 1, HOOK));
+    expect_ok(l.nm.wait_hook("vpn-up", &c.uuid, 2, HOOK));
+    assert_isolated(&l, "work", "tun0");
+    assert!(
+        l.nm.hook_codes("vpn-pre-up", &c.uuid)
+            .iter()
+            .all(|&c| c == 0)
+            && l.nm.hook_codes("vpn-down", &c.uuid).iter().all(|&c| c == 0),
+        "hook log:\n{}",
+        l.nm.hook_log_text()
+    );
+    nm_down(&l, &c);
+    assert_gone(&l.sb, "work", "work");
+}

@@ -84,6 +84,7 @@ pub(crate) fn adopt_device(
         let on_host = nl.link(dev.as_str()).await?;
         if let Some(st) = state::load(name)?
             && st.up
+            && !released_stale(conn, &st).await?
         {
             let rec = adopt::load(name);
             let inside = match (&rec, netns::exists(&st.netns)) {
@@ -150,6 +151,39 @@ pub(crate) fn adopt_device(
             }
         }
     })
+}
+
+/// A record whose adopted device no longer exists (its VPN closed it, and the vpn-down
+/// that would have said so has not run yet: NetworkManager reconnecting) owns nothing:
+/// it is released so that the new device can be adopted. True when it was.
+async fn released_stale(conn: &Connection, st: &state::State) -> anyhow::Result<bool> {
+    let Some(index) = adopt::load(&conn.name).and_then(|r| r.ifindex) else {
+        return Ok(false);
+    };
+    if st.origin != Origin::Adopt || !netns::exists(&st.netns) {
+        return Ok(false);
+    }
+    let f = netns::open(&st.netns).with_context(|| {
+        format!(
+            "cannot open namespace {} of connection {}",
+            st.netns, conn.name
+        )
+    })?;
+    if Netlink::connect(Some(&f))?
+        .link_by_index(index)
+        .await?
+        .is_some()
+    {
+        return Ok(false);
+    }
+    lifecycle::down_with(conn, lifecycle::Handback::Release)
+        .await
+        .with_context(|| format!("connection {}: cannot release its stale record", conn.name))?;
+    tracing::info!(
+        "{}: the device adopted before (ifindex {index}) is gone: its record was released",
+        conn.name
+    );
+    Ok(true)
 }
 
 fn describe(r: &Snapshot) -> String {
