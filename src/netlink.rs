@@ -296,6 +296,17 @@ impl Netlink {
             .map_err(req(format!("cannot set MTU {mtu} on {}", link.name)))
     }
 
+    /// Link down: the kernel drops the link's routes at once (the addresses stay).
+    pub async fn set_down(&self, index: u32, name: &str) -> Result<(), NetlinkError> {
+        let msg = LinkUnspec::new_with_index(index).down().build();
+        self.handle
+            .link()
+            .set(msg)
+            .execute()
+            .await
+            .map_err(req(format!("cannot bring {name} down")))
+    }
+
     pub async fn set_up(&self, index: u32, name: &str) -> Result<(), NetlinkError> {
         let msg = LinkUnspec::new_with_index(index).up().build();
         self.handle

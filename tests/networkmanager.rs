@@ -493,3 +493,81 @@ fn an_nm_id_equal_to_a_vpn_ns_openvpn_connection_is_not_touched() {
     expect_ok(ours.stop().map(|_| ()));
     assert_gone(&l.sb, "corp", "corp");
 }
+
+/// Milliseconds from the first route via `dev` in the host namespace (`ip -ts monitor`
+/// output) to the first one removed, or `dev` leaving.
+fn exposure_ms(monitor: &str, dev: &str) -> Option<f64> {
+    let ts = |l: &str| -> Option<f64> {
+        // "[2026-12-02T11:17:30.123456] ..." -> seconds within the day
+        let t = l.strip_prefix('[')?.split(']').next()?.split('T').nth(1)?;
+        let mut p = t.split(':');
+        let (h, m, s): (f64, f64, f64) = (
+            p.next()?.parse().ok()?,
+            p.next()?.parse().ok()?,
+            p.next()?.parse().ok()?,
+        );
+        Some(h * 3600.0 + m * 60.0 + s)
+    };
+    let on = format!("dev {dev}");
+    let start = monitor
+        .lines()
+        .find(|l| l.contains(&on) && !l.contains("Deleted") && l.contains(" via "))
+        .and_then(ts)?;
+    // The first route via the device removed, or the device gone.
+    let end = monitor
+        .lines()
+        .find(|l| {
+            l.contains("Deleted")
+                && ((l.contains(&on) && l.contains(" via ")) || l.contains(&format!(": {dev}:")))
+        })
+        .and_then(ts)?;
+    Some((end - start) * 1000.0)
+}
+
+/// The window in which NetworkManager's configuration of the VPN is live in the host
+/// namespace, measured (`ip -ts monitor`): from its first route via the tunnel to the
+/// device leaving. With the pre-up.d link the device is gone before NetworkManager
+/// reports the VPN activated; with vpn-up alone it is still on the host then.
+#[test]
+fn the_host_window_with_and_without_pre_up() {
+    if !require_root("the_host_window_with_and_without_pre_up") {
+        return;
+    }
+    for wiring in [Wiring::PreUp, Wiring::UpOnly] {
+        let l = lab(
+            &format!("nm-window-{wiring:?}"),
+            wiring,
+            &ServerOptions::default(),
+        );
+        let c = l.nm.import_openvpn(&l.sb, "work");
+        device_conn(&l.sb, "work", "");
+        let monitor = l.sb.spawn("window", {
+            let mut m = l.sb.cmd("ip");
+            m.args(["-ts", "monitor", "link", "route"]);
+            m
+        });
+        std::thread::sleep(Duration::from_millis(200));
+        expect_ok(l.nm.up(&c));
+        let on_host_when_activated = l.sb.has_tun(None);
+        expect_ok(l.nm.wait_hook("vpn-up", &c.uuid, 1, HOOK));
+        assert_isolated(&l, "work", "tun0");
+        std::thread::sleep(Duration::from_millis(200));
+        let ms = exposure_ms(&monitor.log_text(), "tun0").unwrap_or_else(|| {
+            panic!(
+                "no window found in the monitor output:\n{}",
+                monitor.log_text()
+            )
+        });
+        eprintln!(
+            "{wiring:?}: VPN routes live on the host for {ms:.1} ms; tun on the host when NetworkManager said activated: {on_host_when_activated}"
+        );
+        assert!(ms < 5000.0, "{wiring:?}: {ms} ms");
+        if wiring == Wiring::PreUp {
+            assert!(
+                !on_host_when_activated,
+                "with pre-up the device must be gone before NetworkManager reports activated"
+            );
+        }
+        nm_down(&l, &c);
+    }
+}

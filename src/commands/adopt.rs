@@ -126,6 +126,11 @@ pub(crate) fn adopt_device(
             .with_context(|| format!("cannot read the configuration of {dev}"))?;
         snap.nm = owner;
         adopt::save(name, &snap)?;
+        // The move takes tens of milliseconds in the kernel; down first, the VPN's routes
+        // stop steering the host's traffic now (the rollback brings it up again).
+        if let Err(e) = nl.set_down(link.index, dev.as_str()).await {
+            tracing::warn!("cannot bring {dev} down before the move: {e}");
+        }
         let spec = snap.spec(dns)?;
         match lifecycle::up(conn, &spec, Origin::Adopt, None).await {
             Ok(report) => {
