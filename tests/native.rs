@@ -512,7 +512,10 @@ fn networkmanager_dispatcher_adopts_on_vpn_up_and_downs_on_vpn_down() {
     let o = dispatch(&sb, "office", &tun, "vpn-down");
     assert!(o.status.success(), "vpn-down: {}", out(&o));
     assert!(!sb.netns_list().contains(&"office".to_owned()));
-    assert!(!sb.has_tun(None), "vpn-down put the device back on the host");
+    assert!(
+        !sb.has_tun(None),
+        "vpn-down put the device back on the host"
+    );
     assert_no_service_route(&sb, None);
     assert!(state_json(&sb, "office").is_none());
     assert!(!sb.exists("/run/vpn-ns/office.adopted"));

@@ -9,6 +9,7 @@ use vpn_ns_testkit as common;
 use std::time::Duration;
 
 use common::nm::{NetworkManager, NmConnection, UPLINK, Wiring, sandbox_pids};
+use common::sandbox;
 use common::*;
 
 const HOOK: Duration = Duration::from_secs(30);
@@ -57,6 +58,11 @@ fn assert_isolated(l: &Lab, ns: &str, tun: &str) {
     assert_routes(sb, ns, tun);
     assert_service_inside(sb, ns);
     assert_host_untouched(sb);
+    assert_dns_files(sb, ns);
+    assert_one_default_route(sb, ns);
+}
+
+fn assert_one_default_route(sb: &Sandbox, ns: &str) {
     for fam in ["-4", "-6"] {
         let d = default_routes(sb, Some(ns), fam);
         assert_eq!(
@@ -65,25 +71,114 @@ fn assert_isolated(l: &Lab, ns: &str, tun: &str) {
             "exactly one {fam} default route inside {ns}: {d:?}"
         );
     }
-    assert_dns_files(sb, ns);
 }
 
+const INSIDE_NAME: &str = "inside.vpn.example";
+const PUSHED_DNS6: &str = "fd00:203::53";
+
+/// dnsmasq behind the VPN on the pushed DNS addresses (v4 and v6, on `lo` of srv),
+/// knowing only INSIDE_NAME.
+fn resolver_behind_the_vpn(sb: &Sandbox) -> sandbox::Proc {
+    sb.must(&format!(
+        "ip -n {SERVER_NS} addr add {PUSHED_DNS}/32 dev lo && \
+         ip -n {SERVER_NS} -6 addr add {PUSHED_DNS6}/128 dev lo nodad"
+    ));
+    let mut cmd = sb.ns_cmd(SERVER_NS, "dnsmasq");
+    cmd.args([
+        "--keep-in-foreground",
+        "--no-resolv",
+        "--no-hosts",
+        "--conf-file=/dev/null",
+        "--bind-interfaces",
+        "--user=root",
+        "--log-queries",
+        "--log-facility=-",
+    ])
+    .arg(format!(
+        "--pid-file={}",
+        sb.dir().join("dnsmasq.pid").display()
+    ))
+    .arg(format!("--listen-address={PUSHED_DNS},{PUSHED_DNS6}"))
+    .arg(format!("--address=/{INSIDE_NAME}/{SERVICE_V4}"));
+    sb.spawn("dnsmasq-vpn", cmd)
+}
+
+/// Defect 1: the DNS NetworkManager got from the VPN (v4 and v6 servers, the domain)
+/// is the namespace's, and a name only the VPN's resolver knows resolves inside.
 #[test]
 fn up_down_isolates_dns_v4_v6_and_leaves_the_host_alone() {
     if !require_root("up_down_isolates_dns_v4_v6_and_leaves_the_host_alone") {
         return;
     }
-    let l = lab("nm-updown", Wiring::PreUp, &ServerOptions::default());
+    let mut server = ServerOptions::default();
+    server.push.push(format!("dhcp-option DNS {PUSHED_DNS6}"));
+    let l = lab("nm-updown", Wiring::PreUp, &server);
+    let _dns = resolver_behind_the_vpn(&l.sb);
     let c = l.nm.import_openvpn(&l.sb, "work");
     device_conn(&l.sb, "work", "");
     nm_up(&l, &c);
-    assert_isolated(&l, "work", "tun0");
+    let resolv = l.sb.read("/etc/netns/work/resolv.conf").unwrap_or_default();
+    let servers: Vec<&str> = resolv
+        .lines()
+        .filter_map(|x| x.strip_prefix("nameserver "))
+        .map(str::trim)
+        .collect();
+    assert_eq!(servers, [PUSHED_DNS, PUSHED_DNS6], "resolv.conf:\n{resolv}");
+    assert!(resolv.contains(PUSHED_DOMAIN), "resolv.conf:\n{resolv}");
+    let answer = wait_until(SETTLE, || {
+        sandbox::run(l.sb.ns_cmd("work", "getent").args(["hosts", INSIDE_NAME]))
+    });
+    assert!(
+        answer.as_deref().is_ok_and(|a| a.contains(SERVICE_V4)),
+        "{INSIDE_NAME} must resolve inside through the VPN's resolver: {answer:?}"
+    );
+    assert_sealed(&l.sb, "work", "tun0");
+    assert_routes(&l.sb, "work", "tun0");
+    assert_service_inside(&l.sb, "work");
+    assert_host_untouched(&l.sb);
     assert_eq!(l.nm.active_state(&c).as_deref(), Some("activated"));
+    nm_down(&l, &c);
+    assert_gone(&l.sb, "work", "work");
+    assert_host_untouched(&l.sb);
+}
 
-    // Every route change on the host from here to the end of vpn-down.
+/// Defect 6: NetworkManager's default route is not copied next to vpn-ns's.
+#[test]
+fn one_default_route_per_family_inside() {
+    if !require_root("one_default_route_per_family_inside") {
+        return;
+    }
+    let l = lab("nm-default", Wiring::PreUp, &ServerOptions::default());
+    let c = l.nm.import_openvpn(&l.sb, "work");
+    device_conn(&l.sb, "work", "");
+    nm_up(&l, &c);
+    assert_one_default_route(&l.sb, "work");
+    nm_down(&l, &c);
+    // default-route = false: none at all inside, NetworkManager's neither.
+    device_conn(&l.sb, "work", "default-route = false\n");
+    nm_up(&l, &c);
+    for fam in ["-4", "-6"] {
+        let d = default_routes(&l.sb, Some("work"), fam);
+        assert!(d.is_empty(), "default-route = false, yet {fam}: {d:?}");
+    }
+    assert_service_inside(&l.sb, "work");
+    nm_down(&l, &c);
+}
+
+/// Defect 2: at vpn-down NetworkManager has already removed the VPN's routes; nothing
+/// of the VPN may reappear on the host (watched with `ip monitor` through the down).
+#[test]
+fn vpn_down_puts_nothing_back_on_the_host() {
+    if !require_root("vpn_down_puts_nothing_back_on_the_host") {
+        return;
+    }
+    let l = lab("nm-nothingback", Wiring::PreUp, &ServerOptions::default());
+    let c = l.nm.import_openvpn(&l.sb, "work");
+    device_conn(&l.sb, "work", "");
+    nm_up(&l, &c);
     let monitor = l.sb.spawn("monitor", {
         let mut m = l.sb.cmd("ip");
-        m.args(["monitor", "route", "link"]);
+        m.args(["monitor", "route", "link", "address"]);
         m
     });
     std::thread::sleep(Duration::from_millis(200));
@@ -103,10 +198,7 @@ fn up_down_isolates_dns_v4_v6_and_leaves_the_host_alone() {
         !l.sb.has_tun(None),
         "a tun device is on the host after vpn-down"
     );
-    assert!(
-        default_routes(&l.sb, None, "-4").is_empty(),
-        "a default route on the host after vpn-down"
-    );
+    assert!(default_routes(&l.sb, None, "-4").is_empty());
 }
 
 /// `vpn-ns --config-dir <sandbox conf> ARGS...` in the sandbox host namespace.

@@ -251,14 +251,20 @@ impl Sandbox {
         .expect("write NetworkManager.conf");
 
         let hook_log = self.dir().join("nm-hook.log");
-        let repo_hook = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../hooks/networkmanager/90-vpn-ns")
-            .canonicalize()
-            .expect("hooks/networkmanager/90-vpn-ns in the repository");
+        // $VPN_NS_NM_HOOK: another version of the script (to show a test failing
+        // against an older vpn-ns, with VPN_NS_BIN).
+        let repo_hook = match std::env::var("VPN_NS_NM_HOOK") {
+            Ok(h) if !h.is_empty() => PathBuf::from(h),
+            _ => Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../hooks/networkmanager/90-vpn-ns")
+                .canonicalize()
+                .expect("hooks/networkmanager/90-vpn-ns in the repository"),
+        };
         // The dispatcher gives scripts no PATH; the wrapper only says where vpn-ns and
         // the test's connection files are, and records each run's exit code.
         let wrapper = format!(
             "#!/bin/sh\nexport VPN_NS={bin} VPN_NS_CONFIG_DIR={dir}\n\
+             case \"$2\" in vpn-*) env | grep '^VPN_IP' | sed \"s/^/env $2 /\" >>{log};; esac\n\
              {hook} \"$@\" 2>>{log}\nrc=$?\n\
              echo \"done $2 ${{CONNECTION_ID:-}} ${{CONNECTION_UUID:-}} rc=$rc\" >>{log}\nexit $rc\n",
             bin = crate::vpn_ns_bin(),
