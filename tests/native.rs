@@ -487,7 +487,7 @@ fn networkmanager_dispatcher_adopts_on_vpn_up_and_downs_on_vpn_down() {
     }
     let sb = Sandbox::new("native-nm");
     let _srv = sb.start_server(&ServerOptions::default());
-    let (mut client, tun) = host_configured_tunnel(&sb, "office");
+    let (client, tun) = host_configured_tunnel(&sb, "office");
     let before = host_routes(&sb, &tun);
 
     // Other actions and connections without a vpn-ns file are left alone.

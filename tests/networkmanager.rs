@@ -8,48 +8,10 @@ use vpn_ns_testkit as common;
 
 use std::time::Duration;
 
-use common::nm::{NetworkManager, NmConnection, UPLINK, Wiring, sandbox_pids};
+use common::nm::{UPLINK, Wiring};
+use common::nm_lab::*;
 use common::sandbox;
 use common::*;
-
-const HOOK: Duration = Duration::from_secs(30);
-
-struct Lab {
-    nm: NetworkManager,
-    _srv: VpnServer,
-    sb: Sandbox,
-}
-
-fn lab(name: &str, wiring: Wiring, server: &ServerOptions) -> Lab {
-    let sb = Sandbox::new(name);
-    let srv = sb.start_server(server);
-    let nm = sb.start_network_manager(wiring);
-    Lab { nm, _srv: srv, sb }
-}
-
-fn device_conn(sb: &Sandbox, name: &str, extra: &str) {
-    sb.write_conn(name, &format!("type = \"device\"\n{extra}"));
-}
-
-/// Brings `c` up through NetworkManager and waits for the hook's vpn-up run.
-fn nm_up(l: &Lab, c: &NmConnection) {
-    let n = l.nm.hook_runs("vpn-up", &c.uuid);
-    expect_ok(l.nm.up(c));
-    expect_ok(l.nm.wait_hook("vpn-up", &c.uuid, n + 1, HOOK));
-}
-
-fn nm_down(l: &Lab, c: &NmConnection) {
-    let n = l.nm.hook_runs("vpn-down", &c.uuid);
-    expect_ok(l.nm.down(c));
-    expect_ok(l.nm.wait_hook("vpn-down", &c.uuid, n + 1, HOOK));
-}
-
-fn default_routes(sb: &Sandbox, ns: Option<&str>, family: &str) -> Vec<String> {
-    expect_ok(sb.ip(ns, &[family, "route", "show", "default"]))
-        .lines()
-        .map(str::to_owned)
-        .collect()
-}
 
 /// Everything a VPN that NetworkManager brought up must look like once vpn-ns has it.
 fn assert_isolated(l: &Lab, ns: &str, tun: &str) {
@@ -60,47 +22,6 @@ fn assert_isolated(l: &Lab, ns: &str, tun: &str) {
     assert_host_untouched(sb);
     assert_dns_files(sb, ns);
     assert_one_default_route(sb, ns);
-}
-
-fn assert_one_default_route(sb: &Sandbox, ns: &str) {
-    for fam in ["-4", "-6"] {
-        let d = default_routes(sb, Some(ns), fam);
-        assert_eq!(
-            d.len(),
-            1,
-            "exactly one {fam} default route inside {ns}: {d:?}"
-        );
-    }
-}
-
-const INSIDE_NAME: &str = "inside.vpn.example";
-const PUSHED_DNS6: &str = "fd00:203::53";
-
-/// dnsmasq behind the VPN on the pushed DNS addresses (v4 and v6, on `lo` of srv),
-/// knowing only INSIDE_NAME.
-fn resolver_behind_the_vpn(sb: &Sandbox) -> sandbox::Proc {
-    sb.must(&format!(
-        "ip -n {SERVER_NS} addr add {PUSHED_DNS}/32 dev lo && \
-         ip -n {SERVER_NS} -6 addr add {PUSHED_DNS6}/128 dev lo nodad"
-    ));
-    let mut cmd = sb.ns_cmd(SERVER_NS, "dnsmasq");
-    cmd.args([
-        "--keep-in-foreground",
-        "--no-resolv",
-        "--no-hosts",
-        "--conf-file=/dev/null",
-        "--bind-interfaces",
-        "--user=root",
-        "--log-queries",
-        "--log-facility=-",
-    ])
-    .arg(format!(
-        "--pid-file={}",
-        sb.dir().join("dnsmasq.pid").display()
-    ))
-    .arg(format!("--listen-address={PUSHED_DNS},{PUSHED_DNS6}"))
-    .arg(format!("--address=/{INSIDE_NAME}/{SERVICE_V4}"));
-    sb.spawn("dnsmasq-vpn", cmd)
 }
 
 /// Defect 1: the DNS NetworkManager got from the VPN (v4 and v6 servers, the domain)
@@ -345,17 +266,6 @@ fn world_or_group_writable_connection_files_are_refused() {
     nm_down(&l, &c);
 }
 
-/// The OpenVPN that NetworkManager started (the server's lives in namespace srv).
-fn nm_openvpn(sb: &Sandbox) -> u32 {
-    let pids = sandbox_pids(sb, "openvpn");
-    assert_eq!(
-        pids.len(),
-        1,
-        "exactly one OpenVPN of NetworkManager: {pids:?}"
-    );
-    pids[0]
-}
-
 /// kill -9 of NetworkManager's OpenVPN: the tunnel dies inside the namespace (no route
 /// left there), NetworkManager reports the VPN down, and the hook removes the namespace.
 #[test]
@@ -584,36 +494,6 @@ fn an_nm_id_equal_to_a_vpn_ns_openvpn_connection_is_not_touched() {
     assert_service_inside(&l.sb, "corp");
     expect_ok(ours.stop().map(|_| ()));
     assert_gone(&l.sb, "corp", "corp");
-}
-
-/// Milliseconds from the first route via `dev` in the host namespace (`ip -ts monitor`
-/// output) to the first one removed, or `dev` leaving.
-fn exposure_ms(monitor: &str, dev: &str) -> Option<f64> {
-    let ts = |l: &str| -> Option<f64> {
-        // "[2026-12-02T11:17:30.123456] ..." -> seconds within the day
-        let t = l.strip_prefix('[')?.split(']').next()?.split('T').nth(1)?;
-        let mut p = t.split(':');
-        let (h, m, s): (f64, f64, f64) = (
-            p.next()?.parse().ok()?,
-            p.next()?.parse().ok()?,
-            p.next()?.parse().ok()?,
-        );
-        Some(h * 3600.0 + m * 60.0 + s)
-    };
-    let on = format!("dev {dev}");
-    let start = monitor
-        .lines()
-        .find(|l| l.contains(&on) && !l.contains("Deleted") && l.contains(" via "))
-        .and_then(ts)?;
-    // The first route via the device removed, or the device gone.
-    let end = monitor
-        .lines()
-        .find(|l| {
-            l.contains("Deleted")
-                && ((l.contains(&on) && l.contains(" via ")) || l.contains(&format!(": {dev}:")))
-        })
-        .and_then(ts)?;
-    Some((end - start) * 1000.0)
 }
 
 /// The window in which NetworkManager's configuration of the VPN is live in the host

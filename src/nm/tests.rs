@@ -4,7 +4,7 @@ use super::*;
 
 const U: &str = "0f5c6a3e-8c1b-4c43-a8f5-3b1b0c6f9d21";
 
-fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> + use<> {
     let m: HashMap<String, String> = pairs
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -12,7 +12,7 @@ fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
     move |k| m.get(k).cloned()
 }
 
-fn up_env(extra: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+fn up_env(extra: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> + use<> {
     let mut v = vec![
         ("CONNECTION_ID", "work"),
         ("CONNECTION_UUID", U),
