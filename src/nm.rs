@@ -86,8 +86,8 @@ fn invalid(variable: &'static str, value: &str, reason: impl Into<String>) -> Nm
     }
 }
 
-fn bounded<'a>(
-    env: &'a impl Fn(&str) -> Option<String>,
+fn bounded(
+    env: &impl Fn(&str) -> Option<String>,
     variable: &'static str,
 ) -> Result<Option<String>, NmError> {
     match env(variable) {
