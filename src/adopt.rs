@@ -20,7 +20,7 @@ use crate::lifecycle::LifecycleError;
 use crate::netlink::{AddrInfo, Link, Netlink, NetlinkError, RouteInfo};
 use crate::nm::Owner;
 use crate::spec::{Address, DnsSpec, InterfaceName, IpNet, NetworkSpec, Route};
-use crate::state::{self, StateError};
+use crate::state::{self, Origin, StateError};
 
 /// The device's configuration in the host namespace before the move, and who it is.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -57,6 +57,24 @@ impl Snapshot {
             dns,
         })
     }
+}
+
+/// Whether a request to adopt `dev` for `owner` is the device the record already holds:
+/// adopted (`origin`), for the same owner, still inside under that name (`inside_name`,
+/// the record's ifindex looked up in the namespace), and no device of that name on the
+/// host (`on_host`: one there is another device, whatever its name says).
+pub fn is_the_adopted_device(
+    origin: Origin,
+    record: Option<&Snapshot>,
+    owner: Option<&Owner>,
+    on_host: bool,
+    inside_name: &str,
+    dev: &str,
+) -> bool {
+    origin == Origin::Adopt
+        && record.is_some_and(|r| r.nm.as_ref() == owner)
+        && !on_host
+        && inside_name == dev
 }
 
 /// A name for a device returning to a namespace where `taken` are in use: its own name
@@ -321,6 +339,97 @@ mod tests {
         assert!(spec.gateway_v4.is_none());
         let dests: Vec<String> = spec.routes.iter().map(|r| r.dest.to_string()).collect();
         assert_eq!(dests, ["203.0.113.0/24", "0.0.0.0/1"]);
+    }
+
+    #[test]
+    fn the_adopted_device_is_known_by_identity_not_name() {
+        let me = Owner {
+            uuid: "0f5c6a3e-8c1b-4c43-a8f5-3b1b0c6f9d21".into(),
+            id: "work".into(),
+        };
+        let other = Owner {
+            uuid: "11111111-2222-3333-4444-555555555555".into(),
+            id: "work".into(),
+        };
+        let rec = |nm: Option<Owner>| Snapshot {
+            device: "tun0".into(),
+            mtu: None,
+            addresses: vec![],
+            routes: vec![],
+            ifindex: Some(5),
+            nm,
+        };
+        let mine = rec(Some(me.clone()));
+        let plain = rec(None);
+        let a = Origin::Adopt;
+        assert!(is_the_adopted_device(
+            a,
+            Some(&mine),
+            Some(&me),
+            false,
+            "tun0",
+            "tun0"
+        ));
+        assert!(is_the_adopted_device(
+            a,
+            Some(&plain),
+            None,
+            false,
+            "tun0",
+            "tun0"
+        ));
+        // Another tun0 on the host while ours is inside.
+        assert!(!is_the_adopted_device(
+            a,
+            Some(&mine),
+            Some(&me),
+            true,
+            "tun0",
+            "tun0"
+        ));
+        // Another owner, no owner, no record, another origin, another name.
+        assert!(!is_the_adopted_device(
+            a,
+            Some(&mine),
+            Some(&other),
+            false,
+            "tun0",
+            "tun0"
+        ));
+        assert!(!is_the_adopted_device(
+            a,
+            Some(&mine),
+            None,
+            false,
+            "tun0",
+            "tun0"
+        ));
+        assert!(!is_the_adopted_device(
+            a,
+            Some(&plain),
+            Some(&me),
+            false,
+            "tun0",
+            "tun0"
+        ));
+        assert!(!is_the_adopted_device(a, None, None, false, "tun0", "tun0"));
+        let hook = Origin::OpenvpnHook;
+        assert!(!is_the_adopted_device(
+            hook,
+            Some(&plain),
+            None,
+            false,
+            "tun0",
+            "tun0"
+        ));
+        assert!(!is_the_adopted_device(
+            a,
+            Some(&plain),
+            None,
+            false,
+            "tun1",
+            "tun0"
+        ));
     }
 
     #[test]

@@ -6,8 +6,9 @@
 
 use std::net::IpAddr;
 
-use crate::config::Uuid;
+use crate::config::{ConnectionType, Uuid};
 use crate::spec::{DnsSpec, DomainName, InterfaceName, NetnsName};
+use crate::state::Origin;
 
 /// Bounds the input only; resolv.conf uses the first three servers.
 const MAX_DNS_SERVERS: usize = 32;
@@ -224,17 +225,64 @@ impl Owner {
     }
 }
 
-/// Whether a connection file may be driven by this NetworkManager connection.
-/// `file_uuid` is the file's `uuid` key; a file keyed by an id names one NetworkManager
-/// connection only when it says which uuid it is for.
-pub fn file_belongs(file_uuid: Option<&Uuid>, ev: &Event) -> Result<(), String> {
-    match file_uuid {
-        Some(u) if u != &ev.uuid => Err(format!(
-            "the file is for NetworkManager connection {u}, not {}",
+/// What an event does with the connection file found for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FileDecision {
+    /// The file is this NetworkManager connection's.
+    Act,
+    /// Not this connection's business (exit 0, one log line saying why).
+    LeaveAlone(String),
+    /// A NetworkManager connection asks for something the file forbids (exit 2).
+    Refuse(String),
+}
+
+/// Whether a connection file (`kind`, `uuid` key `file_uuid`) may be driven by this
+/// event. A file keyed by an id names one NetworkManager connection only when it says
+/// which uuid it is for; a file of another type is vpn-ns's own connection, which a
+/// NetworkManager connection with the same name must neither bring up nor take down.
+pub fn decide_file(kind: ConnectionType, file_uuid: Option<&Uuid>, ev: &Event) -> FileDecision {
+    if let Some(u) = file_uuid
+        && u != &ev.uuid
+    {
+        return FileDecision::LeaveAlone(format!(
+            "the file is for NetworkManager connection {}, not {}",
+            u.as_str(),
             ev.uuid.as_str()
-        )),
-        _ => Ok(()),
+        ));
     }
+    if kind != ConnectionType::Device {
+        let why = format!(
+            "the file is a vpn-ns {kind} connection, which vpn-ns runs itself, not one of NetworkManager's"
+        );
+        return match ev.action {
+            Action::Down => FileDecision::LeaveAlone(why),
+            Action::PreUp | Action::Up => FileDecision::Refuse(why),
+        };
+    }
+    FileDecision::Act
+}
+
+/// What vpn-down does, given the connection's state (`up`, `origin`) and the owner its
+/// adopt record names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DownDecision {
+    Release,
+    LeaveAlone(String),
+}
+
+pub fn decide_down(up: bool, origin: Origin, owner: Option<&Owner>, ev: &Event) -> DownDecision {
+    let holder = match (up, origin, owner) {
+        (false, _, _) => "nothing (its persistent namespace is kept)".to_owned(),
+        (true, Origin::Adopt, Some(o)) if o.uuid == ev.uuid.as_str() => {
+            return DownDecision::Release;
+        }
+        (true, Origin::Adopt, Some(o)) => {
+            format!("NetworkManager connection {:?} ({})", o.id, o.uuid)
+        }
+        (true, Origin::Adopt, None) => "a device adopted by `vpn-ns adopt`".to_owned(),
+        (true, origin, _) => format!("vpn-ns itself ({origin:?})"),
+    };
+    DownDecision::LeaveAlone(format!("it is held by {holder}, not by this connection"))
 }
 
 #[cfg(test)]

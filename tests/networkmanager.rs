@@ -63,7 +63,8 @@ fn up_down_isolates_dns_v4_v6_and_leaves_the_host_alone() {
     assert_host_untouched(&l.sb);
 }
 
-/// Defect 6: NetworkManager's default route is not copied next to vpn-ns's.
+/// Defect 6: NetworkManager's default route is not copied next to vpn-ns's;
+/// `default-route` and `[dns]` work as for every connection.
 #[test]
 fn one_default_route_per_family_inside() {
     if !require_root("one_default_route_per_family_inside") {
@@ -75,14 +76,26 @@ fn one_default_route_per_family_inside() {
     nm_up(&l, &c);
     assert_one_default_route(&l.sb, "work");
     nm_down(&l, &c);
-    // default-route = false: none at all inside, NetworkManager's neither.
-    device_conn(&l.sb, "work", "default-route = false\n");
+    // default-route = false: none at all inside, NetworkManager's neither. And `[dns]`
+    // overrides key by key: the search domain is the file's, the server NetworkManager's.
+    device_conn(
+        &l.sb,
+        "work",
+        "default-route = false\n[dns]\nsearch = [\"override.example\"]\n",
+    );
     nm_up(&l, &c);
     for fam in ["-4", "-6"] {
         let d = default_routes(&l.sb, Some("work"), fam);
         assert!(d.is_empty(), "default-route = false, yet {fam}: {d:?}");
     }
     assert_service_inside(&l.sb, "work");
+    let resolv = l.sb.read("/etc/netns/work/resolv.conf").unwrap_or_default();
+    assert!(
+        resolv.contains(&format!("nameserver {PUSHED_DNS}"))
+            && resolv.contains("override.example")
+            && !resolv.contains(PUSHED_DOMAIN),
+        "[dns] search must replace the pushed domain, and only it:\n{resolv}"
+    );
     nm_down(&l, &c);
 }
 

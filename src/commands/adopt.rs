@@ -98,12 +98,15 @@ pub(crate) fn adopt_device(
                 }
                 _ => None,
             };
-            let same_owner = rec.as_ref().map(|r| &r.nm) == Some(&owner);
-            if st.origin == Origin::Adopt
-                && same_owner
-                && on_host.is_none()
-                && let Some(l) = inside
-                && l.name == dev.as_str()
+            if let Some(l) = &inside
+                && adopt::is_the_adopted_device(
+                    st.origin,
+                    rec.as_ref(),
+                    owner.as_ref(),
+                    on_host.is_some(),
+                    l.name.as_str(),
+                    dev.as_str(),
+                )
             {
                 return Ok(Adopted::Already { ifindex: l.index });
             }

@@ -12,9 +12,9 @@ use crate::adopt;
 use crate::cli::GlobalArgs;
 use crate::commands::adopt::{Adopted, adopt_device, check_adoptable};
 use crate::commands::{UsageError, config_dir, runtime};
-use crate::config::{self, ConnectionType};
+use crate::config;
 use crate::lifecycle::{self, Handback};
-use crate::nm::{self, Action, Event, Owner};
+use crate::nm::{self, Action, DownDecision, Event, FileDecision, Owner};
 use crate::spec::DnsSpec;
 use crate::state::{self, Origin};
 
@@ -51,23 +51,15 @@ pub fn hook(g: &GlobalArgs, action: &str) -> anyhow::Result<ExitCode> {
         refuse_untrusted(p).map_err(|e| anyhow::Error::from(e).context(what.clone()))?;
     }
     let conn = config::load(&dir, &stem).with_context(|| what.clone())?;
-    if let Err(why) = nm::file_belongs(conn.uuid.as_ref(), &ev) {
-        tracing::info!("{what}: {}: {why}: left alone", path.display());
-        return Ok(ExitCode::SUCCESS);
-    }
-    if conn.kind != ConnectionType::Device {
-        let msg = format!(
-            "{what}: {} is a vpn-ns {} connection, which vpn-ns runs itself, not one of NetworkManager's: left alone",
-            path.display(),
-            conn.kind
-        );
-        return match ev.action {
-            Action::Down => {
-                tracing::info!("{msg}");
-                Ok(ExitCode::SUCCESS)
-            }
-            Action::PreUp | Action::Up => Err(UsageError(msg).into()),
-        };
+    match nm::decide_file(conn.kind, conn.uuid.as_ref(), &ev) {
+        FileDecision::Act => {}
+        FileDecision::LeaveAlone(why) => {
+            tracing::info!("{what}: {}: {why}: left alone", path.display());
+            return Ok(ExitCode::SUCCESS);
+        }
+        FileDecision::Refuse(why) => {
+            return Err(UsageError(format!("{what}: {}: {why}: refused", path.display())).into());
+        }
     }
     check_adoptable(&conn).map_err(|e| anyhow::Error::from(e).context(what.clone()))?;
     match ev.action {
@@ -158,18 +150,8 @@ fn down(conn: &config::Connection, ev: &Event, what: &str) -> anyhow::Result<Exi
         return Ok(ExitCode::SUCCESS);
     };
     let owner = adopt::load(name).and_then(|r| r.nm);
-    let ours =
-        st.origin == Origin::Adopt && owner.as_ref().is_some_and(|o| o.uuid == ev.uuid.as_str());
-    if !st.up || !ours {
-        let holder = match (&owner, st.origin) {
-            (_, _) if !st.up => "nothing (its persistent namespace is kept)".to_owned(),
-            (Some(o), Origin::Adopt) => {
-                format!("NetworkManager connection {:?} ({})", o.id, o.uuid)
-            }
-            (None, Origin::Adopt) => "a device adopted by `vpn-ns adopt`".to_owned(),
-            (_, origin) => format!("{origin:?}"),
-        };
-        tracing::info!("{what}: connection {name} is held by {holder}, not by it: left alone");
+    if let DownDecision::LeaveAlone(why) = nm::decide_down(st.up, st.origin, owner.as_ref(), ev) {
+        tracing::info!("{what}: connection {name}: {why}: left alone");
         return Ok(ExitCode::SUCCESS);
     }
     let rt = runtime()?;

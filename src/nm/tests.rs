@@ -135,11 +135,77 @@ fn candidates_prefer_the_uuid_and_skip_unusable_ids() {
     }
 }
 
+fn event(action: &str) -> Event {
+    parse_event(action, &up_env(&[])).unwrap().unwrap()
+}
+
 #[test]
-fn a_file_with_another_uuid_is_not_this_connection() {
-    let ev = parse_event("vpn-up", &up_env(&[])).unwrap().unwrap();
-    assert!(file_belongs(None, &ev).is_ok());
-    assert!(file_belongs(Some(&U.parse().unwrap()), &ev).is_ok());
+fn a_file_for_another_uuid_or_of_another_type_is_not_this_connection() {
+    let up = event("vpn-up");
+    let down = event("vpn-down");
+    let mine: Uuid = U.parse().unwrap();
     let other: Uuid = "11111111-2222-3333-4444-555555555555".parse().unwrap();
-    assert!(file_belongs(Some(&other), &ev).is_err());
+    for ev in [&up, &down] {
+        assert_eq!(
+            decide_file(ConnectionType::Device, None, ev),
+            FileDecision::Act
+        );
+        assert_eq!(
+            decide_file(ConnectionType::Device, Some(&mine), ev),
+            FileDecision::Act
+        );
+        assert!(matches!(
+            decide_file(ConnectionType::Device, Some(&other), ev),
+            FileDecision::LeaveAlone(w) if w.contains("11111111-2222")
+        ));
+    }
+    for kind in [
+        ConnectionType::OpenVpn,
+        ConnectionType::WireGuard,
+        ConnectionType::Macvlan,
+        ConnectionType::Routed,
+    ] {
+        assert!(matches!(
+            decide_file(kind, None, &up),
+            FileDecision::Refuse(_)
+        ));
+        assert!(matches!(
+            decide_file(kind, None, &event("vpn-pre-up")),
+            FileDecision::Refuse(_)
+        ));
+        assert!(matches!(
+            decide_file(kind, None, &down),
+            FileDecision::LeaveAlone(_)
+        ));
+    }
+}
+
+#[test]
+fn vpn_down_releases_only_what_this_connection_owns() {
+    let ev = event("vpn-down");
+    let me = Owner::of(&ev);
+    let other = Owner {
+        uuid: "11111111-2222-3333-4444-555555555555".into(),
+        id: "work".into(),
+    };
+    assert_eq!(
+        decide_down(true, Origin::Adopt, Some(&me), &ev),
+        DownDecision::Release
+    );
+    for (up, origin, owner) in [
+        (true, Origin::Adopt, Some(&other)),
+        (true, Origin::Adopt, None),
+        (true, Origin::OpenvpnHook, Some(&me)),
+        (true, Origin::OpenvpnHook, None),
+        (true, Origin::Wireguard, None),
+        (false, Origin::Adopt, Some(&me)),
+    ] {
+        assert!(
+            matches!(
+                decide_down(up, origin, owner, &ev),
+                DownDecision::LeaveAlone(_)
+            ),
+            "{up} {origin:?} {owner:?}"
+        );
+    }
 }
