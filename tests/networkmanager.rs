@@ -288,14 +288,15 @@ fn kill_9_of_networkmanagers_openvpn_fails_closed_and_cleans_up() {
     }
     let l = lab("nm-kill9", Wiring::PreUp, &ServerOptions::default());
     let c = l.nm.import_openvpn(&l.sb, "work");
-    device_conn(&l.sb, "work", "");
+    // A literal netns-name, as NetworkManager's own netns-name allows.
+    device_conn(&l.sb, "work", "netns-name = \"corp-ns\"\n");
     nm_up(&l, &c);
-    assert_service_inside(&l.sb, "work");
+    assert_service_inside(&l.sb, "corp-ns");
     let pid = nm_openvpn(&l.sb);
     assert!(sys::send_signal(pid, sys::SIGKILL));
     expect_ok(l.nm.wait_hook("vpn-down", &c.uuid, 1, HOOK));
     assert_eq!(l.nm.hook_codes("vpn-down", &c.uuid), [0]);
-    assert_gone(&l.sb, "work", "work");
+    assert_gone(&l.sb, "work", "corp-ns");
     assert_host_untouched(&l.sb);
     assert!(default_routes(&l.sb, None, "-4").is_empty());
     assert_ne!(l.nm.active_state(&c).as_deref(), Some("activated"));
