@@ -281,6 +281,19 @@ impl Netlink {
             .map_err(req(format!("cannot move {} as {name}", link.name)))
     }
 
+    /// Renames a link (the kernel wants it down).
+    pub async fn rename_link(&self, link: &Link, name: &str) -> Result<(), NetlinkError> {
+        let msg = LinkUnspec::new_with_index(link.index)
+            .name(name.to_owned())
+            .build();
+        self.handle
+            .link()
+            .set(msg)
+            .execute()
+            .await
+            .map_err(req(format!("cannot rename {} to {name}", link.name)))
+    }
+
     /// The link with index `index`, if there is one in this namespace.
     pub async fn link_by_index(&self, index: u32) -> Result<Option<Link>, NetlinkError> {
         Ok(self.links().await?.into_iter().find(|l| l.index == index))

@@ -391,7 +391,8 @@ fn networkmanager_reconnect_stays_isolated() {
 }
 
 /// A record whose adopted device vanished without a down (its VPN closed it before the
-/// vpn-down arrived) owns nothing: the next adopt releases it instead of refusing.
+/// vpn-down arrived) owns nothing: the next adopt releases it instead of refusing. And a
+/// released device still in a kept namespace does not pass for the next one.
 #[test]
 fn adopt_releases_a_record_whose_device_is_gone() {
     if !require_root("adopt_releases_a_record_whose_device_is_gone") {
@@ -421,6 +422,47 @@ fn adopt_releases_a_record_whose_device_is_gone() {
     let out = vpn_ns(&sb, &["down", "work"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_gone(&sb, "work", "work");
+
+    expect_ok(sb.ip(None, &["link", "del", "tun7"]));
+
+    // A kept namespace still holding a released device of that name (its VPN has not
+    // closed it): the new device comes in, the old one is set aside under another name.
+    device_conn(&sb, "work", "netns-persistent = true\n");
+    let dispatch = |action: &str| {
+        let o = sb
+            .vpn_ns()
+            .arg("--config-dir")
+            .arg(sb.config_dir())
+            .args(["hook", "networkmanager", "tun7", action])
+            .env("CONNECTION_ID", "work")
+            .env("CONNECTION_UUID", "0f5c6a3e-8c1b-4c43-a8f5-3b1b0c6f9d21")
+            .env("VPN_IP_IFACE", "tun7")
+            .output()
+            .expect("run vpn-ns");
+        assert!(o.status.success(), "{action}: {}", text(&o.stderr));
+    };
+    tun("ip tuntap add tun7 mode tun");
+    dispatch("vpn-pre-up");
+    dispatch("vpn-down");
+    assert_eq!(
+        sb.links_in(Some("work")),
+        sorted(&["lo", "tun7"]),
+        "released, still there"
+    );
+    tun("ip tuntap add tun7 mode tun");
+    dispatch("vpn-pre-up");
+    assert!(
+        !sb.links_in(None).contains(&"tun7".to_owned()),
+        "the new tun7 must move in"
+    );
+    assert!(addrs(&sb, "work", "tun7").contains("100.64.9.2/24"));
+    assert_eq!(
+        sb.links_in(Some("work")).len(),
+        3,
+        "{:?}",
+        sb.links_in(Some("work"))
+    );
+    dispatch("vpn-down");
 }
 
 fn dup_cn() -> ServerOptions {

@@ -124,6 +124,7 @@ pub(crate) fn adopt_device(
             ));
         }
         let link = on_host.with_context(|| format!("no device {dev} in the host namespace"))?;
+        set_aside_leftover(conn, dev).await?;
         let mut snap = adopt::snapshot(&nl, &link)
             .await
             .with_context(|| format!("cannot read the configuration of {dev}"))?;
@@ -159,6 +160,36 @@ pub(crate) fn adopt_device(
             }
         }
     })
+}
+
+/// A device of that name still inside the kept (persistent) namespace vpn-ns owns is a
+/// leftover of the previous VPN, released but not yet closed by its process: it is
+/// renamed out of the way (down, stripped already), or up would take it for this one.
+async fn set_aside_leftover(conn: &Connection, dev: &InterfaceName) -> anyhow::Result<()> {
+    let kept = state::load(&conn.name)?.is_some_and(|s| !s.up && s.netns_created);
+    if !kept || !netns::exists(&conn.netns) {
+        return Ok(());
+    }
+    let f = netns::open(&conn.netns)
+        .with_context(|| format!("cannot open namespace {}", conn.netns))?;
+    let nl = Netlink::connect(Some(&f))?;
+    let Some(old) = nl.link(dev.as_str()).await? else {
+        return Ok(());
+    };
+    let taken: Vec<String> = nl.links().await?.into_iter().map(|l| l.name).collect();
+    let name = adopt::free_name(dev.as_str(), &taken);
+    let what = || format!("cannot set aside the old {dev} in namespace {}", conn.netns);
+    nl.set_down(old.index, dev.as_str())
+        .await
+        .with_context(what)?;
+    nl.rename_link(&old, &name).await.with_context(what)?;
+    tracing::warn!(
+        "{}: the previous {dev} (ifindex {}) is still in namespace {}: renamed {name}",
+        conn.name,
+        old.index,
+        conn.netns
+    );
+    Ok(())
 }
 
 /// A record whose adopted device no longer exists (its VPN closed it, and the vpn-down
