@@ -116,8 +116,14 @@ fn vpn_down_puts_nothing_back_on_the_host() {
         m
     });
     std::thread::sleep(Duration::from_millis(200));
+    // NetworkManager's OpenVPN stopped, so its tun is still there when vpn-down runs
+    // (a race NetworkManager can lose on its own: the plugin closes the tun while the
+    // dispatcher already runs).
+    let openvpn = nm_openvpn(&l.sb);
+    assert!(sys::send_signal(openvpn, sys::SIGSTOP));
     nm_down(&l, &c);
     std::thread::sleep(Duration::from_millis(500));
+    assert!(sys::send_signal(openvpn, sys::SIGCONT));
     let seen = monitor.log_text();
     let readded: Vec<&str> = seen
         .lines()
