@@ -1,6 +1,6 @@
 //! `vpn-ns hook networkmanager`: NetworkManager's dispatcher script. Every decision is
-//! one log line on stderr (the dispatcher puts it in the journal), naming the action,
-//! the NetworkManager connection and what vpn-ns did or why it did nothing.
+//! one log line on stderr (scripts inherit the dispatcher's, the journal under systemd),
+//! naming the action, the NetworkManager connection and what vpn-ns did or why not.
 
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;

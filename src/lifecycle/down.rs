@@ -1,12 +1,12 @@
 //! Down: undo what up recorded, keep what is persistent, never delete a namespace
 //! vpn-ns did not create.
 
+use std::fs::File;
+
 use super::LifecycleError;
 use crate::config::Connection;
 use crate::dns;
 use crate::fault;
-use std::fs::File;
-
 use crate::netlink::{Link, Netlink, NetlinkError};
 use crate::netns;
 use crate::spec::NetnsName;
