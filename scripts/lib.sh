@@ -17,7 +17,8 @@ VPN_NS_PACKAGES_INSTALL=(gcc libc6-dev iproute2 ca-certificates openvpn openssl 
 VPN_NS_PACKAGES_TEST=("${VPN_NS_PACKAGES_INSTALL[@]}"
     wireguard-tools wireguard-go dnsmasq-base tcpdump procps psmisc curl passwd
     firefox-esr nftables
-    xdg-dbus-proxy dbus-daemon dbus-bin gnupg dirmngr gpgconf perl)
+    xdg-dbus-proxy dbus-daemon dbus-bin gnupg dirmngr gpgconf perl
+    network-manager network-manager-openvpn dbus)
 
 VPN_NS_MIN_RUST=1.88
 
@@ -46,10 +47,26 @@ install_packages() {
     if apt_lists_stale; then
         apt-get update -qq || die 1 "apt-get update failed"
     fi
+    # Packages are installed for their programs, not their services: a freshly installed
+    # NetworkManager must not start managing this machine's interfaces (Debian's
+    # policy-rc.d convention: exit 101 = "do not start").
+    local guard=""
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+        printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+        chmod 0755 /usr/sbin/policy-rc.d
+        guard=/usr/sbin/policy-rc.d
+    fi
+    local ok=1
     if ! apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null; then
-        apt-get update -qq || die 1 "apt-get update failed"
-        apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null ||
-            die 1 "apt-get install ${missing[*]} failed"
+        apt-get update -qq && apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null || ok=0
+    fi
+    [ -z "$guard" ] || rm -f "$guard"
+    [ "$ok" = 1 ] || die 1 "apt-get install ${missing[*]} failed"
+    # ... nor at the next boot.
+    if [[ " ${missing[*]} " == *" network-manager "* ]] && command -v systemctl >/dev/null; then
+        systemctl disable --quiet NetworkManager.service NetworkManager-wait-online.service \
+            NetworkManager-dispatcher.service 2>/dev/null || true
+        echo "${VPN_NS_SCRIPT:-vpn-ns}: network-manager was installed for the tests only and is disabled (systemctl enable NetworkManager to use it)"
     fi
 }
 

@@ -1,7 +1,11 @@
 //! Adopting a device that something else (NetworkManager, openconnect, a plain OpenVPN)
 //! already configured in the host namespace: snapshot its addresses and routes, move it
-//! into the connection's namespace through `lifecycle::up`, and on down put the
+//! into the connection's namespace through `lifecycle::up`, and on `vpn-ns down` put the
 //! snapshot back in the host namespace so its owner finds the device as it left it.
+//!
+//! The record (`<conn>.adopted`) also holds the device's identity: its ifindex inside the
+//! namespace and, for NetworkManager, the connection it came from. A device name says
+//! nothing once the device has left the host: another one may take the name there.
 
 use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
@@ -14,32 +18,78 @@ use serde::{Deserialize, Serialize};
 
 use crate::lifecycle::LifecycleError;
 use crate::netlink::{AddrInfo, Link, Netlink, NetlinkError, RouteInfo};
+use crate::nm::Owner;
 use crate::spec::{Address, DnsSpec, InterfaceName, IpNet, NetworkSpec, Route};
-use crate::state::{self, StateError};
+use crate::state::{self, Origin, StateError};
 
-/// The device's configuration in the host namespace before the move.
+/// The device's configuration in the host namespace before the move, and who it is.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Snapshot {
     pub device: String,
     pub mtu: Option<u32>,
     pub addresses: Vec<Address>,
     pub routes: Vec<Route>,
+    /// The device's index inside the namespace, once it is there.
+    #[serde(default)]
+    pub ifindex: Option<u32>,
+    /// The NetworkManager connection the device belongs to (adopted by the dispatcher hook).
+    #[serde(default)]
+    pub nm: Option<Owner>,
 }
 
 impl Snapshot {
     /// The spec `lifecycle::up` applies inside. No gateway: a default route on a
-    /// point-to-point tunnel needs none. DNS comes from `[dns]` alone.
-    pub fn spec(&self) -> Result<NetworkSpec, crate::spec::InvalidValue> {
+    /// point-to-point tunnel needs none. Default routes of the owner are left out: inside,
+    /// `default-route` alone decides, so there is one default route, not two.
+    pub fn spec(&self, dns: DnsSpec) -> Result<NetworkSpec, crate::spec::InvalidValue> {
         Ok(NetworkSpec {
             device: self.device.parse::<InterfaceName>()?,
             mtu: self.mtu,
             addresses: self.addresses.clone(),
-            routes: self.routes.clone(),
+            routes: self
+                .routes
+                .iter()
+                .filter(|r| r.dest.prefix() != 0)
+                .cloned()
+                .collect(),
             gateway_v4: None,
             gateway_v6: None,
-            dns: DnsSpec::default(),
+            dns,
         })
     }
+}
+
+/// Whether a request to adopt `dev` for `owner` is the device the record already holds:
+/// adopted (`origin`), for the same owner, still inside under that name (`inside_name`,
+/// the record's ifindex looked up in the namespace), and no device of that name on the
+/// host (`on_host`: one there is another device, whatever its name says).
+pub fn is_the_adopted_device(
+    origin: Origin,
+    record: Option<&Snapshot>,
+    owner: Option<&Owner>,
+    on_host: bool,
+    inside_name: &str,
+    dev: &str,
+) -> bool {
+    origin == Origin::Adopt
+        && record.is_some_and(|r| r.nm.as_ref() == owner)
+        && !on_host
+        && inside_name == dev
+}
+
+/// A name for a device returning to a namespace where `taken` are in use: its own name
+/// when free, else the first free `<stem>N` (stem: the name without trailing digits).
+pub fn free_name(name: &str, taken: &[String]) -> String {
+    if !taken.iter().any(|t| t == name) {
+        return name.to_owned();
+    }
+    let stem = name.trim_end_matches(|c: char| c.is_ascii_digit());
+    let stem = if stem.is_empty() { "vpnns" } else { stem };
+    let stem: String = stem.chars().take(10).collect();
+    (0u32..)
+        .map(|n| format!("{stem}{n}"))
+        .find(|c| !taken.iter().any(|t| t == c))
+        .expect("a free name exists")
 }
 
 fn is_link_local(ip: IpAddr) -> bool {
@@ -101,6 +151,8 @@ pub async fn snapshot(nl: &Netlink, link: &Link) -> Result<Snapshot, NetlinkErro
         mtu: link.mtu,
         addresses,
         routes,
+        ifindex: None,
+        nm: None,
     })
 }
 
@@ -109,23 +161,32 @@ fn path(conn: &str) -> PathBuf {
     state::run_dir().join(format!("{conn}.adopted"))
 }
 
+/// Written to an exclusive temp file (never through a symlink) and renamed over the
+/// record, so a crash leaves the old record or the new one.
 pub fn save(conn: &str, s: &Snapshot) -> Result<(), StateError> {
     let p = path(conn);
+    let tmp = p.with_extension("adopted.tmp");
+    let io = |op: &'static str, path: &PathBuf| {
+        let path = path.clone();
+        move |source| StateError::Io { op, path, source }
+    };
+    // A stale temp file is ours from a crash; a symlink there is removed, not followed.
+    match fs::remove_file(&tmp) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io("cannot remove", &tmp)(e)),
+    }
     // The state lock already created the directory.
     let body = serde_json::to_vec_pretty(s).expect("snapshot serializes");
     OpenOptions::new()
-        .create(true)
-        .truncate(true)
+        .create_new(true)
         .write(true)
         .mode(0o644)
         .custom_flags(libc::O_NOFOLLOW)
-        .open(&p)
-        .and_then(|mut f| f.write_all(&body))
-        .map_err(|source| StateError::Io {
-            op: "cannot write",
-            path: p,
-            source,
-        })
+        .open(&tmp)
+        .and_then(|mut f| f.write_all(&body).and_then(|()| f.sync_all()))
+        .map_err(io("cannot write", &tmp))?;
+    fs::rename(&tmp, &p).map_err(io("cannot rename into", &p))
 }
 
 pub fn load(conn: &str) -> Option<Snapshot> {
@@ -258,16 +319,127 @@ mod tests {
     }
 
     #[test]
-    fn snapshot_becomes_a_spec_without_gateway() {
+    fn snapshot_becomes_a_spec_without_gateway_or_default_routes() {
+        let r = |d: &str| Route {
+            dest: d.parse().unwrap(),
+            gateway: Some("100.64.0.1".parse().unwrap()),
+            metric: Some(50),
+        };
         let s = Snapshot {
             device: "tun0".into(),
             mtu: Some(1400),
             addresses: vec![],
-            routes: vec![],
+            routes: vec![r("0.0.0.0/0"), r("203.0.113.0/24"), r("0.0.0.0/1")],
+            ifindex: None,
+            nm: None,
         };
-        let spec = s.spec().unwrap();
+        let spec = s.spec(DnsSpec::default()).unwrap();
         assert_eq!(spec.device.as_str(), "tun0");
         assert_eq!(spec.mtu, Some(1400));
         assert!(spec.gateway_v4.is_none());
+        let dests: Vec<String> = spec.routes.iter().map(|r| r.dest.to_string()).collect();
+        assert_eq!(dests, ["203.0.113.0/24", "0.0.0.0/1"]);
+    }
+
+    #[test]
+    fn the_adopted_device_is_known_by_identity_not_name() {
+        let me = Owner {
+            uuid: "0f5c6a3e-8c1b-4c43-a8f5-3b1b0c6f9d21".into(),
+            id: "work".into(),
+        };
+        let other = Owner {
+            uuid: "11111111-2222-3333-4444-555555555555".into(),
+            id: "work".into(),
+        };
+        let rec = |nm: Option<Owner>| Snapshot {
+            device: "tun0".into(),
+            mtu: None,
+            addresses: vec![],
+            routes: vec![],
+            ifindex: Some(5),
+            nm,
+        };
+        let mine = rec(Some(me.clone()));
+        let plain = rec(None);
+        let a = Origin::Adopt;
+        assert!(is_the_adopted_device(
+            a,
+            Some(&mine),
+            Some(&me),
+            false,
+            "tun0",
+            "tun0"
+        ));
+        assert!(is_the_adopted_device(
+            a,
+            Some(&plain),
+            None,
+            false,
+            "tun0",
+            "tun0"
+        ));
+        // Another tun0 on the host while ours is inside.
+        assert!(!is_the_adopted_device(
+            a,
+            Some(&mine),
+            Some(&me),
+            true,
+            "tun0",
+            "tun0"
+        ));
+        // Another owner, no owner, no record, another origin, another name.
+        assert!(!is_the_adopted_device(
+            a,
+            Some(&mine),
+            Some(&other),
+            false,
+            "tun0",
+            "tun0"
+        ));
+        assert!(!is_the_adopted_device(
+            a,
+            Some(&mine),
+            None,
+            false,
+            "tun0",
+            "tun0"
+        ));
+        assert!(!is_the_adopted_device(
+            a,
+            Some(&plain),
+            Some(&me),
+            false,
+            "tun0",
+            "tun0"
+        ));
+        assert!(!is_the_adopted_device(a, None, None, false, "tun0", "tun0"));
+        let hook = Origin::OpenvpnHook;
+        assert!(!is_the_adopted_device(
+            hook,
+            Some(&plain),
+            None,
+            false,
+            "tun0",
+            "tun0"
+        ));
+        assert!(!is_the_adopted_device(
+            a,
+            Some(&plain),
+            None,
+            false,
+            "tun1",
+            "tun0"
+        ));
+    }
+
+    #[test]
+    fn a_taken_name_gives_the_first_free_one() {
+        let t = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(free_name("tun0", &t(&["lo", "eth0"])), "tun0");
+        assert_eq!(free_name("tun0", &t(&["tun0", "tun1"])), "tun2");
+        assert_eq!(free_name("tun0", &t(&["tun0"])), "tun1");
+        assert_eq!(free_name("42", &t(&["42"])), "vpnns0");
+        let long = free_name("averylongname15", &t(&["averylongname15"]));
+        assert!(long.len() <= 15 && long != "averylongname15", "{long}");
     }
 }

@@ -145,6 +145,24 @@ pub enum HookCommand {
         )]
         openvpn_args: Vec<String>,
     },
+    /// NetworkManager dispatcher script (hooks/networkmanager/90-vpn-ns runs it): the
+    /// connection comes from CONNECTION_UUID / CONNECTION_ID, the device from VPN_IP_IFACE
+    #[command(
+        name = "networkmanager",
+        long_about = "NetworkManager dispatcher script (hooks/networkmanager/90-vpn-ns runs it). \
+Acts on vpn-pre-up / vpn-up (adopt the VPN's device, VPN_IP_IFACE, into the namespace of the \
+connection file <CONNECTION_UUID>.toml or <CONNECTION_ID>.toml, with DNS from \
+VPN_IP4_NAMESERVERS, VPN_IP6_NAMESERVERS, VPN_IP4_DOMAINS, VPN_IP6_DOMAINS) and vpn-down \
+(take down only what that NetworkManager connection owns); every other action is ignored."
+    )]
+    Networkmanager {
+        /// The interface NetworkManager passes first (VPN_IP_IFACE is authoritative)
+        #[arg(value_name = "IFACE")]
+        iface: Option<String>,
+        /// The dispatcher action (vpn-pre-up, vpn-up, vpn-down, ...)
+        #[arg(value_name = "ACTION")]
+        action: Option<String>,
+    },
     /// wg-quick PostUp (`up`) / PreDown (`down`) hook
     #[command(name = "wg-quick")]
     WgQuick {

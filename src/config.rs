@@ -21,7 +21,7 @@ use crate::spec::{DomainName, InvalidValue, NetnsName};
 mod locate;
 use locate::Document;
 mod trust;
-pub use trust::require_root_owned;
+pub use trust::{problem as untrusted_because, require_root_owned};
 
 pub const DEFAULT_CONFIG_DIR: &str = "/etc/vpn-ns";
 

@@ -13,6 +13,7 @@ pub mod fault;
 pub mod lifecycle;
 pub mod netlink;
 pub mod netns;
+pub mod nm;
 pub mod openvpn;
 pub mod owned;
 pub mod plain;

@@ -537,7 +537,7 @@ async fn rollback(conn: &Connection, host: &File, j: Journal) {
 }
 
 mod down;
-pub use down::{DownReport, down};
+pub use down::{DownReport, Handback, down, down_with};
 
 #[cfg(test)]
 mod tests {

@@ -261,6 +261,44 @@ impl Netlink {
             .map_err(req(format!("cannot move {}", link.name)))
     }
 
+    /// Moves a link into `target` under the name `name` (a name taken there makes the
+    /// plain move fail with EEXIST).
+    pub async fn move_link_renamed(
+        &self,
+        link: &Link,
+        target: &File,
+        name: &str,
+    ) -> Result<(), NetlinkError> {
+        let msg = LinkUnspec::new_with_index(link.index)
+            .setns_by_fd(target.as_raw_fd())
+            .name(name.to_owned())
+            .build();
+        self.handle
+            .link()
+            .set(msg)
+            .execute()
+            .await
+            .map_err(req(format!("cannot move {} as {name}", link.name)))
+    }
+
+    /// Renames a link (the kernel wants it down).
+    pub async fn rename_link(&self, link: &Link, name: &str) -> Result<(), NetlinkError> {
+        let msg = LinkUnspec::new_with_index(link.index)
+            .name(name.to_owned())
+            .build();
+        self.handle
+            .link()
+            .set(msg)
+            .execute()
+            .await
+            .map_err(req(format!("cannot rename {} to {name}", link.name)))
+    }
+
+    /// The link with index `index`, if there is one in this namespace.
+    pub async fn link_by_index(&self, index: u32) -> Result<Option<Link>, NetlinkError> {
+        Ok(self.links().await?.into_iter().find(|l| l.index == index))
+    }
+
     pub async fn set_mtu(&self, link: &Link, mtu: u32) -> Result<(), NetlinkError> {
         let msg = LinkUnspec::new_with_index(link.index).mtu(mtu).build();
         self.handle
@@ -269,6 +307,17 @@ impl Netlink {
             .execute()
             .await
             .map_err(req(format!("cannot set MTU {mtu} on {}", link.name)))
+    }
+
+    /// Link down: the kernel drops the link's routes at once (the addresses stay).
+    pub async fn set_down(&self, index: u32, name: &str) -> Result<(), NetlinkError> {
+        let msg = LinkUnspec::new_with_index(index).down().build();
+        self.handle
+            .link()
+            .set(msg)
+            .execute()
+            .await
+            .map_err(req(format!("cannot bring {name} down")))
     }
 
     pub async fn set_up(&self, index: u32, name: &str) -> Result<(), NetlinkError> {

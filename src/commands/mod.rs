@@ -5,6 +5,7 @@ mod check;
 mod down;
 mod exec;
 mod hook;
+mod nm;
 mod plain;
 mod probe;
 mod status;
@@ -30,6 +31,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
     match &cli.command {
         Command::Hook(HookCommand::Openvpn { conn, .. }) => hook::openvpn(&cli.global, conn),
+        Command::Hook(HookCommand::Networkmanager { action, .. }) => {
+            nm::hook(&cli.global, action.as_deref().unwrap_or(""))
+        }
         Command::Up { conn, foreground } => up::run(&cli.global, conn, *foreground),
         Command::Down { conn, purge, kill } => down::run(&cli.global, conn, *purge, *kill),
         Command::Check { conn } => check::run(&cli.global, conn.as_deref()),

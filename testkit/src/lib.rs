@@ -6,6 +6,8 @@
 
 pub mod checks;
 pub mod exec;
+pub mod nm;
+pub mod nm_lab;
 pub mod openvpn;
 pub mod pki;
 pub mod reliability;

@@ -12,6 +12,9 @@ pub const SIGKILL: c_int = 9;
 pub const SIGTERM: c_int = 15;
 /// SIGUSR1 on x86, x86_64, arm, aarch64, riscv, powerpc, s390 (not mips/sparc/alpha).
 pub const SIGUSR1: c_int = 10;
+/// SIGSTOP / SIGCONT on the same architectures.
+pub const SIGSTOP: c_int = 19;
+pub const SIGCONT: c_int = 18;
 
 /// Sends `sig` to `pid`; true when the kernel accepted it.
 pub fn send_signal(pid: u32, sig: c_int) -> bool {
