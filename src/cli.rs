@@ -113,6 +113,17 @@ it up. --json prints a stable, documented schema.")]
     },
     /// Configured connections and recorded ones, up or down, one line each
     List,
+    /// Internal: the built-in WireGuard data plane of one interface, started and
+    /// supervised by `vpn-ns up` (configuration on stdin, "ready" on stdout)
+    #[command(name = "wg-builtin", hide = true)]
+    WgBuiltin {
+        /// Create the tun device inside this namespace (default: the current one)
+        #[arg(long, value_name = "NS")]
+        netns: Option<String>,
+        /// The interface name
+        #[arg(value_name = "IFACE")]
+        iface: String,
+    },
     /// Prove a live namespace is sealed (exit 1 naming the failed checks)
     #[command(
         long_about = "Prove a live namespace is sealed. Checks, by name: state (the \

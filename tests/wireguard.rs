@@ -135,6 +135,7 @@ fn native_up_two_peers_psk_ipv6_dns_then_down_leaves_nothing() {
                 (SERVICE_V6, "hello-from-srv1-v6"),
             ],
             psk: Some(&psk),
+            builtin: false,
         },
         &client.public,
     );
@@ -146,6 +147,7 @@ fn native_up_two_peers_psk_ipv6_dns_then_down_leaves_nothing() {
             tunnel_v6: None,
             services: &[("203.0.113.129", "hello-from-srv2")],
             psk: None,
+            builtin: false,
         },
         &client.public,
     );
@@ -249,6 +251,7 @@ fn native_default_route_and_persistent_namespace() {
             tunnel_v6: Some("fd00:64::1"),
             services: &[(SERVICE_V4, "hello"), (SERVICE_V6, "hello6")],
             psk: None,
+            builtin: false,
         },
         &client.public,
     );
@@ -391,6 +394,7 @@ fn kernel_backend() {
             tunnel_v6: None,
             services: &[(SERVICE_V4, "hello-kernel")],
             psk: None,
+            builtin: false,
         },
         &client.public,
     );
@@ -426,6 +430,7 @@ fn wg_quick_with_hooks_up_and_down() {
             tunnel_v6: Some("fd00:64::1"),
             services: &[(SERVICE_V4, "hello-wgq"), (SERVICE_V6, "hello-wgq6")],
             psk: None,
+            builtin: false,
         },
         &client.public,
     );
@@ -498,6 +503,7 @@ fn foreground_runs_until_sigterm_then_takes_down() {
             tunnel_v6: None,
             services: &[(SERVICE_V4, "hello-fg")],
             psk: None,
+            builtin: false,
         },
         &client.public,
     );

@@ -12,6 +12,7 @@ mod status_view;
 mod up;
 mod verify;
 pub mod wg;
+mod wg_builtin;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -48,6 +49,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Status { conn } => status::status(&cli.global, conn.as_deref()),
         Command::List => status::list(&cli.global),
         Command::Verify { conn } => verify::verify(&cli.global, conn),
+        Command::WgBuiltin { netns, iface } => wg_builtin::serve(netns.as_deref(), iface),
     }
 }
 

@@ -18,7 +18,7 @@ use crate::state::{self, Origin};
 use crate::wireguard::{self, WgConfig, device, kernel, uapi};
 
 /// How long a userspace implementation gets to exit after SIGTERM.
-const STOP_TIMEOUT: Duration = Duration::from_secs(5);
+pub(super) const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 
 fn load_wg_conn(g: &GlobalArgs, conn_name: &str, what: &str) -> anyhow::Result<Connection> {
     let conn = config::load(&config_dir(g)?, conn_name)?;
@@ -146,8 +146,7 @@ pub fn up(g: &GlobalArgs, conn_name: &str, foreground: bool) -> anyhow::Result<E
             && let Ok(Some(status)) = c.try_wait()
         {
             tracing::warn!(
-                "{conn_name}: {} exited ({status}); taking the connection down",
-                section.userspace
+                "{conn_name}: the WireGuard process exited ({status}); taking the connection down"
             );
             child = None;
             break;
@@ -207,7 +206,13 @@ async fn native_up(
             &host.links().await?,
         )),
     };
-    let made = create(conn, section, iface).await?;
+    let Some(made) = create(conn, section, iface).await? else {
+        let spec = wireguard::spec(cfg, iface, mtu, conn.default_route && conn.netns_isolate);
+        let mut c = conn.clone();
+        c.default_route = false;
+        let (report, child) = super::wg_builtin::up(&c, cfg, iface, endpoints, &spec).await?;
+        return Ok((report, Made::Userspace(child)));
+    };
     let pid = match &made {
         Made::Userspace(c) => Some(c.id()),
         Made::Kernel => None,
@@ -238,11 +243,13 @@ async fn native_up(
     }
 }
 
+/// Creates the device in the host namespace (to be moved), or None for the built-in
+/// data plane, whose device is born in the namespace later.
 async fn create(
     conn: &Connection,
     section: &WireGuardSection,
     iface: &InterfaceName,
-) -> anyhow::Result<Made> {
+) -> anyhow::Result<Option<Made>> {
     let userspace = || -> anyhow::Result<Made> {
         device::ensure_log_dir()?;
         let us = device::start_userspace(
@@ -260,20 +267,21 @@ async fn create(
         Ok(Made::Userspace(us.child))
     };
     match section.backend {
-        WgBackend::Userspace => userspace(),
+        WgBackend::Userspace => userspace().map(Some),
+        WgBackend::Builtin => Ok(None),
         WgBackend::Kernel => match kernel::create(iface.as_str()).await {
-            Ok(()) => Ok(Made::Kernel),
+            Ok(()) => Ok(Some(Made::Kernel)),
             Err(kernel::KernelError::NoModule) => bail!(
-                "the kernel has no WireGuard module; set backend = \"userspace\" in [wireguard] of {}",
+                "the kernel has no WireGuard module; set backend = \"builtin\" in [wireguard] of {}",
                 conn.path.display()
             ),
             Err(e) => Err(e.into()),
         },
         WgBackend::Auto => match kernel::create(iface.as_str()).await {
-            Ok(()) => Ok(Made::Kernel),
+            Ok(()) => Ok(Some(Made::Kernel)),
             Err(kernel::KernelError::NoModule) => {
-                tracing::debug!("no WireGuard kernel module: using {}", section.userspace);
-                userspace()
+                tracing::debug!("no WireGuard kernel module: using the built-in data plane");
+                Ok(None)
             }
             Err(e) => Err(e.into()),
         },

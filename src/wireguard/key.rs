@@ -34,6 +34,28 @@ impl Key {
         (n == KEY_LEN && acc == 0).then_some(Key(out))
     }
 
+    /// Decodes 64 lowercase or uppercase hex digits (the UAPI wire format).
+    pub fn from_hex(s: &str) -> Option<Key> {
+        let b = s.as_bytes();
+        if b.len() != KEY_LEN * 2 {
+            return None;
+        }
+        let mut out = [0u8; KEY_LEN];
+        for (o, pair) in out.iter_mut().zip(b.chunks_exact(2)) {
+            *o = (nibble(pair[0])? << 4) | nibble(pair[1])?;
+        }
+        Some(Key(out))
+    }
+
+    pub fn from_bytes(bytes: [u8; KEY_LEN]) -> Key {
+        Key(bytes)
+    }
+
+    /// Whether every byte is zero (how the UAPI removes a preshared key).
+    pub fn is_zero(&self) -> bool {
+        self.0.iter().all(|b| *b == 0)
+    }
+
     /// The raw key, for the kernel's netlink API.
     pub fn bytes(&self) -> &[u8; KEY_LEN] {
         &self.0
@@ -50,6 +72,15 @@ impl Key {
 }
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
+
+fn nibble(c: u8) -> Option<u8> {
+    match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        b'A'..=b'F' => Some(c - b'A' + 10),
+        _ => None,
+    }
+}
 
 fn sextet(c: u8) -> Option<u8> {
     match c {

@@ -1,0 +1,261 @@
+//! The built-in WireGuard data plane (`backend = "builtin"`) against real peers:
+//! wireguard-go and itself, inside a per-test sandbox. The client is `vpn-ns up`; its
+//! tun must be born in the connection's namespace (never in the host's), its UDP
+//! socket stays in the host namespace.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Output, Stdio};
+
+use vpn_ns_testkit::sandbox::{Proc, run};
+use vpn_ns_testkit::wireguard::*;
+use vpn_ns_testkit::*;
+
+fn vpn_ns(sb: &Sandbox, args: &[&str]) -> Output {
+    sb.vpn_ns()
+        .arg("--config-dir")
+        .arg(sb.config_dir())
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run vpn-ns")
+}
+
+fn assert_success(what: &str, out: &Output) {
+    assert!(
+        out.status.success(),
+        "{what} failed ({}): {}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+fn answers(sb: &Sandbox, ns: &str, addr: &str, reply: &str) {
+    let got = wait_until(WG_SETTLE, || {
+        sb.tcp_get(Some(ns), addr, SERVICE_PORT).and_then(|l| {
+            if l == reply {
+                Ok(l)
+            } else {
+                Err(format!("unexpected answer {l:?}"))
+            }
+        })
+    });
+    assert_eq!(
+        got.as_deref(),
+        Ok(reply),
+        "[{addr}]:{SERVICE_PORT} must answer from inside {ns}\n{}",
+        sb.diagnostics()
+    );
+}
+
+fn write_wg_file(sb: &Sandbox, name: &str, text: &str) -> PathBuf {
+    let p = sb.dir().join(format!("{name}.conf"));
+    std::fs::write(&p, text).expect("write wg file");
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    p
+}
+
+fn builtin_conn(sb: &Sandbox, conn: &str, wg_file: &Path) {
+    sb.write_conn(
+        conn,
+        &format!(
+            "type = \"wireguard\"\n[wireguard]\nconfig = \"{}\"\nbackend = \"builtin\"\n",
+            wg_file.display()
+        ),
+    );
+}
+
+/// A service inside the client's namespace on its tunnel addresses, for traffic from
+/// the server side into the tunnel.
+fn client_services(sb: &Sandbox, conn: &str) -> Vec<Proc> {
+    let mut procs = Vec::new();
+    for (fam, listen) in [
+        (
+            "v4",
+            format!("TCP4-LISTEN:{SERVICE_PORT},bind={CLIENT_V4},reuseaddr,fork"),
+        ),
+        (
+            "v6",
+            format!("TCP6-LISTEN:{SERVICE_PORT},bind=[{CLIENT_V6}],reuseaddr,fork"),
+        ),
+    ] {
+        let mut cmd = sb.ns_cmd(conn, "socat");
+        cmd.arg(listen).arg(format!("SYSTEM:echo client-{fam}"));
+        procs.push(sb.spawn(&format!("client-service-{fam}"), cmd));
+    }
+    procs
+}
+
+/// `wg show DEV endpoints` in `ns` (None: sandbox host): the peer's endpoint.
+fn endpoint_of(sb: &Sandbox, ns: Option<&str>, dev: &str) -> String {
+    run(sb.cmd_in(ns, "wg").args(["show", dev, "endpoints"]))
+        .unwrap_or_default()
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or("")
+        .to_owned()
+}
+
+/// The client moves to a new source address (as a laptop changing networks): the
+/// sandbox host's route to srv1 gets source 198.51.100.9, srv1 routes it back.
+fn roam_client(sb: &Sandbox) {
+    sb.must(
+        "set -e
+         ip addr add 198.51.100.9/32 dev up1
+         ip route replace 198.51.100.0/30 dev up1 src 198.51.100.9
+         ip -n srv1 route add 198.51.100.9/32 dev eth0",
+    );
+}
+
+/// Nothing of the client is left: no data-plane process, device, socket, namespace,
+/// state.
+fn assert_nothing_left(sb: &Sandbox, conn: &str, dev: &str) {
+    let gone = wait_until(WG_SETTLE, || {
+        let p = builtin_pids(dev);
+        if p.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("wg-builtin for {dev} still running: {p:?}"))
+        }
+    });
+    assert_eq!(gone, Ok(()));
+    assert!(
+        !sb.links_in(None).contains(&dev.to_owned()),
+        "{dev} in the host namespace"
+    );
+    assert!(
+        !sb.exists(&format!("/run/wireguard/{dev}.sock")),
+        "socket left"
+    );
+    assert!(
+        !sb.exists(&format!("/run/vpn-ns/{conn}.json")),
+        "state left"
+    );
+    assert!(
+        !sb.netns_list().contains(&conn.to_owned()),
+        "namespace left"
+    );
+    assert!(
+        !sb.exists(&format!("/etc/netns/{conn}")),
+        "/etc/netns/{conn} left"
+    );
+}
+
+fn client_file(sb: &Sandbox, dev: &str, client: &Keys, peer: &str, psk: &str, ep: &str) -> PathBuf {
+    write_wg_file(
+        sb,
+        dev,
+        &format!(
+            "[Interface]\nPrivateKey = {}\nAddress = {CLIENT_V4}/24, {CLIENT_V6}/64\n\
+             DNS = 203.0.113.53\n\
+             [Peer]\nPublicKey = {peer}\nPresharedKey = {psk}\nEndpoint = {ep}\n\
+             AllowedIPs = 100.64.0.0/24, 203.0.113.0/25, fd00:64::/64, fd00:203::/64\n\
+             PersistentKeepalive = 1\n",
+            client.private
+        ),
+    )
+}
+
+/// Up, traffic both ways over IPv4 and IPv6 with a preshared key, `wg show` on the
+/// built-in socket, roaming, down: against `server_builtin` (vpn-ns's own data plane)
+/// or wireguard-go.
+fn round_trip(name: &str, conn: &str, server_builtin: bool) {
+    let dev = format!("{conn}0");
+    let sb = Sandbox::new(name);
+    let client = genkeys();
+    let psk = wg(&["genpsk"], "");
+    let s1 = start_wg_server(
+        &sb,
+        &WgServerSpec {
+            n: 1,
+            tunnel_v4: "100.64.0.1",
+            tunnel_v6: Some("fd00:64::1"),
+            services: &[(SERVICE_V4, "hello-v4"), (SERVICE_V6, "hello-v6")],
+            psk: Some(&psk),
+            builtin: server_builtin,
+        },
+        &client.public,
+    );
+    let file = client_file(&sb, &dev, &client, &s1.keys.public, &psk, &s1.endpoint);
+    builtin_conn(&sb, conn, &file);
+
+    let out = vpn_ns(&sb, &["up", conn]);
+    assert_success("vpn-ns up", &out);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !err.contains(&client.private) && !err.contains(&psk),
+        "keys in output: {err}"
+    );
+    // Born inside: the device never existed in the host namespace, one process serves it
+    // and it runs in the host namespace (its UDP socket is there).
+    assert!(sb.links_in(Some(conn)).contains(&dev));
+    assert!(!sb.links_in(None).contains(&dev));
+    let pids = builtin_pids(&dev);
+    assert_eq!(pids.len(), 1, "{pids:?}");
+    let st = sb.read(&format!("/run/vpn-ns/{conn}.json")).expect("state");
+    assert!(st.contains(&format!("\"vpn_pid\": {}", pids[0])), "{st}");
+
+    answers(&sb, conn, SERVICE_V4, "hello-v4");
+    answers(&sb, conn, SERVICE_V6, "hello-v6");
+    let _svc = client_services(&sb, conn);
+    answers(&sb, "srv1", CLIENT_V4, "client-v4");
+    answers(&sb, "srv1", CLIENT_V6, "client-v6");
+    assert!(
+        sb.tcp_get(None, SERVICE_V4, SERVICE_PORT).is_err(),
+        "reachable from the host"
+    );
+
+    // `wg show` reads the built-in device over its UAPI socket.
+    let show = expect_ok(run(sb.cmd("wg").args(["show", &dev])));
+    assert!(show.contains("latest handshake"), "{show}");
+    assert!(show.contains("preshared key: (hidden)"), "{show}");
+    assert!(
+        show.contains(&format!("endpoint: {}", s1.endpoint)),
+        "{show}"
+    );
+    let mode = sb
+        .path(&format!("/run/wireguard/{dev}.sock"))
+        .metadata()
+        .expect("socket")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o077, 0, "UAPI socket mode {mode:o}");
+
+    // Roaming: the client's packets now come from 198.51.100.9; the server follows
+    // (keepalive 1 s keeps packets flowing) and traffic goes on.
+    roam_client(&sb);
+    let followed = wait_until(WG_SETTLE, || {
+        let ep = endpoint_of(&sb, Some("srv1"), "wgs1");
+        if ep.starts_with("198.51.100.9:") {
+            Ok(ep)
+        } else {
+            Err(ep)
+        }
+    });
+    assert!(
+        followed.is_ok(),
+        "the server did not follow the client: {followed:?}"
+    );
+    answers(&sb, conn, SERVICE_V4, "hello-v4");
+    answers(&sb, "srv1", CLIENT_V6, "client-v6");
+
+    assert_success("vpn-ns down", &vpn_ns(&sb, &["down", conn]));
+    assert_nothing_left(&sb, conn, &dev);
+}
+
+#[test]
+fn builtin_against_wireguard_go() {
+    if !require_root("builtin_against_wireguard_go") {
+        return;
+    }
+    round_trip("wgb-go", "wgbg", false);
+}
+
+#[test]
+fn builtin_against_builtin() {
+    if !require_root("builtin_against_builtin") {
+        return;
+    }
+    round_trip("wgb-self", "wgbs", true);
+}
