@@ -259,3 +259,102 @@ fn builtin_against_builtin() {
     }
     round_trip("wgb-self", "wgbs", true);
 }
+
+/// 2,400 AllowedIPs (the size that made the old kernel path overflow its netlink
+/// message) come up and carry traffic; a listening port already taken makes up fail
+/// and roll back; deleting the namespace under a running data plane ends it.
+#[test]
+fn builtin_large_config_rollback_and_namespace_loss() {
+    if !require_root("builtin_large_config_rollback_and_namespace_loss") {
+        return;
+    }
+    let sb = Sandbox::new("wgb-large");
+    let client = genkeys();
+    let psk = wg(&["genpsk"], "");
+    let s1 = start_wg_server(
+        &sb,
+        &WgServerSpec {
+            n: 1,
+            tunnel_v4: "100.64.0.1",
+            tunnel_v6: Some("fd00:64::1"),
+            services: &[(SERVICE_V4, "hello-v4")],
+            psk: Some(&psk),
+            builtin: false,
+        },
+        &client.public,
+    );
+    let many: Vec<String> = (0..2400u32)
+        .map(|i| format!("10.{}.{}.0/24", i / 256, i % 256))
+        .collect();
+    let file = write_wg_file(
+        &sb,
+        "wgl0",
+        &format!(
+            "[Interface]\nPrivateKey = {}\nAddress = {CLIENT_V4}/24\n\
+             [Peer]\nPublicKey = {}\nPresharedKey = {psk}\nEndpoint = {}\n\
+             AllowedIPs = 100.64.0.0/24, 203.0.113.0/25\nAllowedIPs = {}\n",
+            client.private,
+            s1.keys.public,
+            s1.endpoint,
+            many.join(", ")
+        ),
+    );
+    builtin_conn(&sb, "wgl", &file);
+    assert_success("vpn-ns up wgl", &vpn_ns(&sb, &["up", "wgl"]));
+    answers(&sb, "wgl", SERVICE_V4, "hello-v4");
+    let ips = expect_ok(run(sb.cmd("wg").args(["show", "wgl0", "allowed-ips"])));
+    assert_eq!(
+        ips.split_whitespace().count(),
+        1 + 2402,
+        "{}",
+        tail(&ips, 3)
+    );
+    assert_success("vpn-ns down wgl", &vpn_ns(&sb, &["down", "wgl"]));
+    assert_nothing_left(&sb, "wgl", "wgl0");
+
+    // The port is taken in the host namespace: the data plane cannot bind, up fails
+    // with its log named, and nothing stays.
+    let _holder = sb.spawn("port-holder", {
+        let mut c = sb.cmd("socat");
+        c.args(["-u", "UDP4-RECV:51999", "STDOUT"]);
+        c
+    });
+    expect_ok(wait_until(WG_SETTLE, || {
+        sb.sh("ss -Hlun | grep -q ':51999 '").map(|_| ())
+    }));
+    let clash = write_wg_file(
+        &sb,
+        "wgc0",
+        &format!(
+            "[Interface]\nPrivateKey = {}\nAddress = {CLIENT_V4}/24\nListenPort = 51999\n\
+             [Peer]\nPublicKey = {}\nEndpoint = {}\nAllowedIPs = 203.0.113.0/25\n",
+            client.private, s1.keys.public, s1.endpoint
+        ),
+    );
+    builtin_conn(&sb, "wgc", &clash);
+    let out = vpn_ns(&sb, &["up", "wgc"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("exited before it was ready") && err.contains("wgc.wg.log"),
+        "{err}"
+    );
+    let log = sb.read("/run/vpn-ns/wgc.wg.log").unwrap_or_default();
+    assert!(log.contains("cannot bind UDP port 51999"), "{log}");
+    assert_nothing_left(&sb, "wgc", "wgc0");
+
+    // Deleting the namespace under a running data plane ends it; down cleans up.
+    assert_success("vpn-ns up wgl", &vpn_ns(&sb, &["up", "wgl"]));
+    assert_eq!(builtin_pids("wgl0").len(), 1);
+    sb.must("ip netns delete wgl");
+    let ended = wait_until(WG_SETTLE, || {
+        if builtin_pids("wgl0").is_empty() {
+            Ok(())
+        } else {
+            Err("still running".to_owned())
+        }
+    });
+    assert_eq!(ended, Ok(()), "the data plane outlived its namespace");
+    assert_success("vpn-ns down wgl", &vpn_ns(&sb, &["down", "wgl"]));
+    assert_nothing_left(&sb, "wgl", "wgl0");
+}

@@ -189,7 +189,7 @@ fn wait_for_end(
         }
         if ready(1) {
             let mut why = String::new();
-            let _ = (&*done).take(4096).read_to_string(&mut why);
+            let _ = done.take(4096).read_to_string(&mut why);
             return Ended::LoopFailed(why.lines().next().unwrap_or("").to_owned());
         }
         if ready(2)
@@ -305,7 +305,7 @@ fn handshake(
         }
         if fds[0].revents().is_some_and(|r| !r.is_empty()) {
             let mut buf = [0u8; 64];
-            let n = match (&mut stdout).read(&mut buf) {
+            let n = match stdout.read(&mut buf) {
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(_) => 0,
