@@ -12,7 +12,7 @@ mod status_view;
 mod up;
 mod verify;
 pub mod wg;
-mod wg_builtin;
+mod wg_inplace;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -49,7 +49,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Status { conn } => status::status(&cli.global, conn.as_deref()),
         Command::List => status::list(&cli.global),
         Command::Verify { conn } => verify::verify(&cli.global, conn),
-        Command::WgBuiltin { netns, iface } => wg_builtin::serve(netns.as_deref(), iface),
+        Command::WgBuiltin { netns, iface } => wg_inplace::serve(netns.as_deref(), iface),
     }
 }
 
