@@ -25,7 +25,7 @@ pub use trust::require_root_owned;
 
 pub const DEFAULT_CONFIG_DIR: &str = "/etc/vpn-ns";
 
-const DEFAULT_TIMEOUT_MS: u64 = 5000;
+pub const DEFAULT_TIMEOUT_MS: u64 = 5000;
 const MAX_TIMEOUT_MS: u64 = 600_000;
 
 /// Validating inside `Deserialize`, not afterwards, is what lets toml attach the bad

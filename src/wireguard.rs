@@ -6,6 +6,7 @@ pub mod device;
 pub mod kernel;
 pub mod key;
 pub mod parse;
+pub mod peers;
 pub mod uapi;
 
 #[cfg(test)]

@@ -214,6 +214,19 @@ fn round_trip(name: &str, conn: &str, server_builtin: bool) {
         show.contains(&format!("endpoint: {}", s1.endpoint)),
         "{show}"
     );
+    // status: per-peer handshake, bytes, endpoint; verify: sealed, handshake included.
+    let out = vpn_ns(&sb, &["--json", "status", conn]);
+    assert_success("vpn-ns status", &out);
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status JSON");
+    let p = &j["connections"][0]["wireguard_peers"][0];
+    assert_eq!(p["public_key"], s1.keys.public.as_str(), "{j}");
+    assert_eq!(p["endpoint"], s1.endpoint.as_str(), "{j}");
+    assert!(p["latest_handshake_age"].as_u64().is_some_and(|a| a < 60), "{j}");
+    assert!(p["rx_bytes"].as_u64().is_some_and(|b| b > 0), "{j}");
+    let out = vpn_ns(&sb, &["verify", conn]);
+    assert_success("vpn-ns verify", &out);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("ok   handshake"), "{text}");
     let mode = sb
         .path(&format!("/run/wireguard/{dev}.sock"))
         .metadata()
@@ -342,6 +355,36 @@ fn builtin_large_config_rollback_and_namespace_loss() {
     let log = sb.read("/run/vpn-ns/wgc.wg.log").unwrap_or_default();
     assert!(log.contains("cannot bind UDP port 51999"), "{log}");
     assert_nothing_left(&sb, "wgc", "wgc0");
+
+    // A peer that never answers: verify waits netns-timeout (1 s) from the up, then
+    // fails the named check.
+    let silent = write_wg_file(
+        &sb,
+        "wgn0",
+        &format!(
+            "[Interface]\nPrivateKey = {}\nAddress = {CLIENT_V4}/24\nDNS = 203.0.113.53\n\
+             [Peer]\nPublicKey = {}\nEndpoint = 198.51.100.2:51999\nAllowedIPs = 203.0.113.0/25\n",
+            client.private, s1.keys.public
+        ),
+    );
+    sb.write_conn(
+        "wgn",
+        &format!(
+            "type = \"wireguard\"\nnetns-timeout = 1000\n[wireguard]\nconfig = \"{}\"\nbackend = \"builtin\"\n",
+            silent.display()
+        ),
+    );
+    assert_success("vpn-ns up wgn", &vpn_ns(&sb, &["up", "wgn"]));
+    let out = vpn_ns(&sb, &["verify", "wgn"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("FAIL handshake") && text.contains("198.51.100.2:51999"), "{text}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("failed check(s): handshake"), "{out:?}");
+    let out = vpn_ns(&sb, &["--json", "status", "wgn"]);
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status JSON");
+    assert!(j["connections"][0]["wireguard_peers"][0]["latest_handshake"].is_null(), "{j}");
+    assert_success("vpn-ns down wgn", &vpn_ns(&sb, &["down", "wgn"]));
+    assert_nothing_left(&sb, "wgn", "wgn0");
 
     // Deleting the namespace under a running data plane ends it; down cleans up.
     assert_success("vpn-ns up wgl", &vpn_ns(&sb, &["up", "wgl"]));

@@ -13,7 +13,8 @@ use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 
 use netlink_packet_core::{
-    NLM_F_ACK, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload, NetlinkSerializable,
+    NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload,
+    NetlinkSerializable,
 };
 use netlink_packet_generic::GenlMessage;
 use netlink_packet_generic::ctrl::nlas::GenlCtrlAttrs;
@@ -130,6 +131,7 @@ fn transact<T>(
     sock: &Socket,
     mut msg: NetlinkMessage<T>,
     seq: u32,
+    dump: bool,
     op: &str,
 ) -> Result<Vec<T>, KernelError>
 where
@@ -139,7 +141,7 @@ where
         op: op.to_owned(),
         source,
     };
-    msg.header.flags = NLM_F_REQUEST | NLM_F_ACK;
+    msg.header.flags = NLM_F_REQUEST | NLM_F_ACK | if dump { NLM_F_DUMP } else { 0 };
     msg.header.sequence_number = seq;
     msg.finalize();
     let mut buf = vec![0u8; msg.buffer_len()];
@@ -165,6 +167,7 @@ where
                     };
                 }
                 NetlinkPayload::InnerMessage(i) => data.push(i),
+                NetlinkPayload::Done(_) => return Ok(data),
                 _ => {}
             }
         }
@@ -200,6 +203,7 @@ fn family(sock: &Socket) -> Result<u16, KernelError> {
         sock,
         NetlinkMessage::new(NetlinkHeader::default(), NetlinkPayload::from(q)),
         1,
+        false,
         "cannot find the WireGuard netlink family",
     ) {
         Err(KernelError::Genl { source, .. }) if source.raw_os_error() == Some(libc::ENOENT) => {
@@ -239,7 +243,27 @@ pub fn configure(
             "the kernel refused part {} of {total} of the WireGuard configuration of {iface}",
             n + 1
         );
-        transact(&sock, msg, 2 + n as u32, &op)?;
+        transact(&sock, msg, 2 + n as u32, false, &op)?;
     }
     Ok(())
+}
+
+/// The device `iface` as the kernel reports it (`wg show`): a dump of one or more
+/// messages, from a socket in `ns` (the device's namespace).
+pub fn get_device(iface: &str, ns: Option<&File>) -> Result<Vec<WireguardMessage>, KernelError> {
+    let sock = genl_socket(iface, ns)?;
+    let family = family(&sock)?;
+    let mut genl = GenlMessage::from_payload(WireguardMessage {
+        cmd: netlink_packet_wireguard::WireguardCmd::GetDevice,
+        attributes: vec![netlink_packet_wireguard::WireguardAttribute::IfName(
+            iface.to_owned(),
+        )],
+    });
+    genl.set_resolved_family_id(family);
+    let msg = NetlinkMessage::new(NetlinkHeader::default(), NetlinkPayload::from(genl));
+    let op = format!("cannot read the WireGuard device {iface}");
+    Ok(transact(&sock, msg, 2, true, &op)?
+        .into_iter()
+        .map(|g| g.payload)
+        .collect())
 }

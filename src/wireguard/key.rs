@@ -61,6 +61,22 @@ impl Key {
         &self.0
     }
 
+    /// Standard base64, as `wg` prints keys (for public keys in status output).
+    pub fn to_base64(&self) -> String {
+        const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        let mut s = String::with_capacity(44);
+        for c in self.0.chunks(3) {
+            let v = (u32::from(c[0]) << 16)
+                | (u32::from(c.get(1).copied().unwrap_or(0)) << 8)
+                | u32::from(c.get(2).copied().unwrap_or(0));
+            for k in 0..=c.len() {
+                s.push(char::from(A[((v >> (18 - 6 * k)) & 63) as usize]));
+            }
+        }
+        s.push('=');
+        s
+    }
+
     pub fn to_hex(&self) -> String {
         let mut s = String::with_capacity(KEY_LEN * 2);
         for b in self.0 {
@@ -116,6 +132,14 @@ mod tests {
     // Generated with `wg genkey` / `wg pubkey`; not used anywhere.
     const PRIV: &str = "yAnz5TF+lXXJte14tji3zlMNq+hd2rYUIgJBgB3fBmk=";
     const PRIV_HEX: &str = "c809f3e5317e9575c9b5ed78b638b7ce530dabe85ddab614220241801ddf0669";
+
+    #[test]
+    fn base64_round_trip() {
+        let k = Key::from_base64(PRIV).unwrap();
+        assert_eq!(k.to_base64(), PRIV);
+        assert_eq!(Key::from_hex(PRIV_HEX).unwrap(), k);
+        assert!(Key::from_hex("zz").is_none());
+    }
 
     #[test]
     fn decodes_to_hex() {
