@@ -130,7 +130,9 @@ it up. --json prints a stable, documented schema.")]
 connection is up and isolated, its VPN process runs), links (only lo and the tunnel), routes \
 (every route goes out the tunnel or stays on lo), ipv6 (tunnelled, or no way out), dns (every \
 nameserver in /etc/netns/<ns>/resolv.conf is routed via the tunnel, none on loopback), \
-nsswitch (hosts: uses only files and dns). Exit 0 when all pass, 1 naming the failed ones."
+nsswitch (hosts: uses only files and dns), handshake (WireGuard: every peer with an endpoint \
+completed a handshake, waiting up to netns-timeout after the up). Exit 0 when all pass, 1 naming \
+the failed ones."
     )]
     Verify {
         /// Connection name

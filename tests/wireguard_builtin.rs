@@ -221,7 +221,10 @@ fn round_trip(name: &str, conn: &str, server_builtin: bool) {
     let p = &j["connections"][0]["wireguard_peers"][0];
     assert_eq!(p["public_key"], s1.keys.public.as_str(), "{j}");
     assert_eq!(p["endpoint"], s1.endpoint.as_str(), "{j}");
-    assert!(p["latest_handshake_age"].as_u64().is_some_and(|a| a < 60), "{j}");
+    assert!(
+        p["latest_handshake_age"].as_u64().is_some_and(|a| a < 60),
+        "{j}"
+    );
     assert!(p["rx_bytes"].as_u64().is_some_and(|b| b > 0), "{j}");
     let out = vpn_ns(&sb, &["verify", conn]);
     assert_success("vpn-ns verify", &out);
@@ -378,11 +381,20 @@ fn builtin_large_config_rollback_and_namespace_loss() {
     let out = vpn_ns(&sb, &["verify", "wgn"]);
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("FAIL handshake") && text.contains("198.51.100.2:51999"), "{text}");
-    assert!(String::from_utf8_lossy(&out.stderr).contains("failed check(s): handshake"), "{out:?}");
+    assert!(
+        text.contains("FAIL handshake") && text.contains("198.51.100.2:51999"),
+        "{text}"
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("failed check(s): handshake"),
+        "{out:?}"
+    );
     let out = vpn_ns(&sb, &["--json", "status", "wgn"]);
     let j: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status JSON");
-    assert!(j["connections"][0]["wireguard_peers"][0]["latest_handshake"].is_null(), "{j}");
+    assert!(
+        j["connections"][0]["wireguard_peers"][0]["latest_handshake"].is_null(),
+        "{j}"
+    );
     assert_success("vpn-ns down wgn", &vpn_ns(&sb, &["down", "wgn"]));
     assert_nothing_left(&sb, "wgn", "wgn0");
 
