@@ -97,15 +97,36 @@ fn endpoint_of(sb: &Sandbox, ns: Option<&str>, dev: &str) -> String {
         .to_owned()
 }
 
-/// The client moves to a new source address (as a laptop changing networks): the
-/// sandbox host's route to srv1 gets source 198.51.100.9, srv1 routes it back.
-fn roam_client(sb: &Sandbox) {
+/// IPv6 on the veth to srv1 (2001:db8:51::1 here, ::2 there), for an IPv6 endpoint.
+fn veth_v6(sb: &Sandbox) {
     sb.must(
         "set -e
-         ip addr add 198.51.100.9/32 dev up1
-         ip route replace 198.51.100.0/30 dev up1 src 198.51.100.9
-         ip -n srv1 route add 198.51.100.9/32 dev eth0",
+         ip addr add 2001:db8:51::1/64 dev up1 nodad
+         ip -n srv1 addr add 2001:db8:51::2/64 dev eth0 nodad",
     );
+}
+
+/// The client moves to a new source address (as a laptop changing networks): the
+/// sandbox host's route to srv1 gets source 198.51.100.9 (or 2001:db8:51::9), srv1
+/// routes it back. Returns the new address as an endpoint prefix.
+fn roam_client(sb: &Sandbox, v6: bool) -> &'static str {
+    if v6 {
+        sb.must(
+            "set -e
+             ip addr add 2001:db8:51::9/128 dev up1 nodad
+             ip -6 route replace 2001:db8:51::/64 dev up1 src 2001:db8:51::9
+             ip -n srv1 -6 route add 2001:db8:51::9/128 dev eth0",
+        );
+        "[2001:db8:51::9]:"
+    } else {
+        sb.must(
+            "set -e
+             ip addr add 198.51.100.9/32 dev up1
+             ip route replace 198.51.100.0/30 dev up1 src 198.51.100.9
+             ip -n srv1 route add 198.51.100.9/32 dev eth0",
+        );
+        "198.51.100.9:"
+    }
 }
 
 /// Nothing of the client is left: no data-plane process, device, socket, namespace,
@@ -158,9 +179,9 @@ fn client_file(sb: &Sandbox, dev: &str, client: &Keys, peer: &str, psk: &str, ep
 }
 
 /// Up, traffic both ways over IPv4 and IPv6 with a preshared key, `wg show` on the
-/// built-in socket, roaming, down: against `server_builtin` (vpn-ns's own data plane)
-/// or wireguard-go.
-fn round_trip(name: &str, conn: &str, server_builtin: bool) {
+/// built-in socket, status and verify, roaming, down: against `server_builtin`
+/// (vpn-ns's own data plane) or wireguard-go, over an IPv4 or an IPv6 endpoint.
+fn round_trip(name: &str, conn: &str, server_builtin: bool, v6_endpoint: bool) {
     let dev = format!("{conn}0");
     let sb = Sandbox::new(name);
     let client = genkeys();
@@ -177,7 +198,13 @@ fn round_trip(name: &str, conn: &str, server_builtin: bool) {
         },
         &client.public,
     );
-    let file = client_file(&sb, &dev, &client, &s1.keys.public, &psk, &s1.endpoint);
+    let endpoint = if v6_endpoint {
+        veth_v6(&sb);
+        format!("[2001:db8:51::2]:{WG_PORT}")
+    } else {
+        s1.endpoint.clone()
+    };
+    let file = client_file(&sb, &dev, &client, &s1.keys.public, &psk, &endpoint);
     builtin_conn(&sb, conn, &file);
 
     let out = vpn_ns(&sb, &["up", conn]);
@@ -210,17 +237,14 @@ fn round_trip(name: &str, conn: &str, server_builtin: bool) {
     let show = expect_ok(run(sb.cmd("wg").args(["show", &dev])));
     assert!(show.contains("latest handshake"), "{show}");
     assert!(show.contains("preshared key: (hidden)"), "{show}");
-    assert!(
-        show.contains(&format!("endpoint: {}", s1.endpoint)),
-        "{show}"
-    );
+    assert!(show.contains(&format!("endpoint: {endpoint}")), "{show}");
     // status: per-peer handshake, bytes, endpoint; verify: sealed, handshake included.
     let out = vpn_ns(&sb, &["--json", "status", conn]);
     assert_success("vpn-ns status", &out);
     let j: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status JSON");
     let p = &j["connections"][0]["wireguard_peers"][0];
     assert_eq!(p["public_key"], s1.keys.public.as_str(), "{j}");
-    assert_eq!(p["endpoint"], s1.endpoint.as_str(), "{j}");
+    assert_eq!(p["endpoint"], endpoint.as_str(), "{j}");
     assert!(
         p["latest_handshake_age"].as_u64().is_some_and(|a| a < 60),
         "{j}"
@@ -240,10 +264,10 @@ fn round_trip(name: &str, conn: &str, server_builtin: bool) {
 
     // Roaming: the client's packets now come from 198.51.100.9; the server follows
     // (keepalive 1 s keeps packets flowing) and traffic goes on.
-    roam_client(&sb);
+    let moved = roam_client(&sb, v6_endpoint);
     let followed = wait_until(WG_SETTLE, || {
         let ep = endpoint_of(&sb, Some("srv1"), "wgs1");
-        if ep.starts_with("198.51.100.9:") {
+        if ep.starts_with(moved) {
             Ok(ep)
         } else {
             Err(ep)
@@ -265,7 +289,7 @@ fn builtin_against_wireguard_go() {
     if !require_root("builtin_against_wireguard_go") {
         return;
     }
-    round_trip("wgb-go", "wgbg", false);
+    round_trip("wgb-go", "wgbg", false, false);
 }
 
 #[test]
@@ -273,7 +297,7 @@ fn builtin_against_builtin() {
     if !require_root("builtin_against_builtin") {
         return;
     }
-    round_trip("wgb-self", "wgbs", true);
+    round_trip("wgb-self", "wgbs", true, true);
 }
 
 /// 2,400 AllowedIPs (the size that made the old kernel path overflow its netlink
@@ -412,4 +436,12 @@ fn builtin_large_config_rollback_and_namespace_loss() {
     assert_eq!(ended, Ok(()), "the data plane outlived its namespace");
     assert_success("vpn-ns down wgl", &vpn_ns(&sb, &["down", "wgl"]));
     assert_nothing_left(&sb, "wgl", "wgl0");
+}
+
+#[test]
+fn builtin_against_wireguard_go_ipv6_endpoint() {
+    if !require_root("builtin_against_wireguard_go_ipv6_endpoint") {
+        return;
+    }
+    round_trip("wgb-go6", "wgb6", false, true);
 }
