@@ -445,3 +445,72 @@ fn builtin_against_wireguard_go_ipv6_endpoint() {
     }
     round_trip("wgb-go6", "wgb6", false, true);
 }
+
+/// `up --foreground` supervises the data-plane process: when it dies (SIGKILL, no
+/// chance to clean up), the foreground vpn-ns takes the connection down and leaves
+/// nothing, socket included.
+#[test]
+fn foreground_supervises_the_builtin_process() {
+    if !require_root("foreground_supervises_the_builtin_process") {
+        return;
+    }
+    let sb = Sandbox::new("wgb-fg");
+    let client = genkeys();
+    let s1 = start_wg_server(
+        &sb,
+        &WgServerSpec {
+            n: 1,
+            tunnel_v4: "100.64.0.1",
+            tunnel_v6: None,
+            services: &[(SERVICE_V4, "hello-fg")],
+            psk: None,
+            builtin: false,
+        },
+        &client.public,
+    );
+    let file = write_wg_file(
+        &sb,
+        "wgbf0",
+        &format!(
+            "[Interface]\nPrivateKey = {}\nAddress = {CLIENT_V4}/24\n\
+             [Peer]\nPublicKey = {}\nEndpoint = {}\nAllowedIPs = 0.0.0.0/0\n",
+            client.private, s1.keys.public, s1.endpoint
+        ),
+    );
+    builtin_conn(&sb, "wgbf", &file);
+    let mut cmd = sb.vpn_ns();
+    cmd.arg("--config-dir")
+        .arg(sb.config_dir())
+        .args(["up", "wgbf", "--foreground"]);
+    let mut fg = sb.spawn("vpn-ns-foreground", cmd);
+    answers(&sb, "wgbf", SERVICE_V4, "hello-fg");
+    let pids = builtin_pids("wgbf0");
+    assert_eq!(pids.len(), 1, "{pids:?}");
+    // Its own session: a signal to vpn-ns's process group does not reach it.
+    let sid = |pid: u32| {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .unwrap()
+            .rsplit(')')
+            .next()
+            .unwrap()
+            .split_whitespace()
+            .nth(3)
+            .unwrap()
+            .to_owned()
+    };
+    assert_eq!(
+        sid(pids[0]),
+        pids[0].to_string(),
+        "wg-builtin leads its own session"
+    );
+    // SAFETY: kill with a pid we just read and a valid signal.
+    assert_eq!(unsafe { libc::kill(pids[0] as i32, libc::SIGKILL) }, 0);
+    let status = fg.wait_exit(WG_SETTLE).expect("--foreground ended");
+    assert!(status.success(), "{status}: {}", fg.log_text());
+    assert!(
+        fg.log_text().contains("taking the connection down"),
+        "{}",
+        fg.log_text()
+    );
+    assert_nothing_left(&sb, "wgbf", "wgbf0");
+}
