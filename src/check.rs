@@ -67,14 +67,13 @@ pub fn wireguard_problem(
 ) -> Option<String> {
     match backend {
         WgBackend::Kernel if !module => Some(
-            "backend = \"kernel\" but the wireguard kernel module is not available: `modprobe wireguard`, or use backend = \"userspace\"".to_owned(),
+            "backend = \"kernel\" but the wireguard kernel module is not available: `modprobe wireguard`, or use backend = \"builtin\"".to_owned(),
         ),
         WgBackend::Userspace if !userspace_found => Some(format!(
-            "backend = \"userspace\" but {userspace:?} is not in PATH: `apt install wireguard-go`, or set userspace = \"/path/to/program\""
+            "backend = \"wireguard-go\" but {userspace:?} is not in PATH: `apt install wireguard-go`, set userspace = \"/path/to/program\", or use backend = \"builtin\""
         )),
-        WgBackend::Auto if !module && !userspace_found => Some(format!(
-            "no WireGuard: neither the kernel module nor {userspace:?} is available: `modprobe wireguard` or `apt install wireguard-go`"
-        )),
+        // The built-in data plane needs only /dev/net/tun, checked on its own.
+        WgBackend::Builtin | WgBackend::Auto => None,
         _ => None,
     }
 }
@@ -169,7 +168,8 @@ mod tests {
         let wg = "wireguard-go";
         assert!(wireguard_problem(WgBackend::Auto, false, wg, true).is_none());
         assert!(wireguard_problem(WgBackend::Auto, true, wg, false).is_none());
-        assert!(wireguard_problem(WgBackend::Auto, false, wg, false).is_some());
+        assert!(wireguard_problem(WgBackend::Auto, false, wg, false).is_none());
+        assert!(wireguard_problem(WgBackend::Builtin, false, wg, false).is_none());
         assert!(wireguard_problem(WgBackend::Kernel, false, wg, true).is_some());
         assert!(wireguard_problem(WgBackend::Kernel, true, wg, false).is_none());
         let u = wireguard_problem(WgBackend::Userspace, true, wg, false).unwrap();

@@ -113,13 +113,26 @@ it up. --json prints a stable, documented schema.")]
     },
     /// Configured connections and recorded ones, up or down, one line each
     List,
+    /// Internal: the built-in WireGuard data plane of one interface, started and
+    /// supervised by `vpn-ns up` (configuration on stdin, "ready" on stdout)
+    #[command(name = "wg-builtin", hide = true)]
+    WgBuiltin {
+        /// Create the tun device inside this namespace (default: the current one)
+        #[arg(long, value_name = "NS")]
+        netns: Option<String>,
+        /// The interface name
+        #[arg(value_name = "IFACE")]
+        iface: String,
+    },
     /// Prove a live namespace is sealed (exit 1 naming the failed checks)
     #[command(
         long_about = "Prove a live namespace is sealed. Checks, by name: state (the \
 connection is up and isolated, its VPN process runs), links (only lo and the tunnel), routes \
 (every route goes out the tunnel or stays on lo), ipv6 (tunnelled, or no way out), dns (every \
 nameserver in /etc/netns/<ns>/resolv.conf is routed via the tunnel, none on loopback), \
-nsswitch (hosts: uses only files and dns). Exit 0 when all pass, 1 naming the failed ones."
+nsswitch (hosts: uses only files and dns), handshake (WireGuard: every peer with an endpoint \
+completed a handshake, waiting up to netns-timeout after the up). Exit 0 when all pass, 1 naming \
+the failed ones."
     )]
     Verify {
         /// Connection name

@@ -25,7 +25,7 @@ pub use trust::{problem as untrusted_because, require_root_owned};
 
 pub const DEFAULT_CONFIG_DIR: &str = "/etc/vpn-ns";
 
-const DEFAULT_TIMEOUT_MS: u64 = 5000;
+pub const DEFAULT_TIMEOUT_MS: u64 = 5000;
 const MAX_TIMEOUT_MS: u64 = 600_000;
 
 /// Validating inside `Deserialize`, not afterwards, is what lets toml attach the bad
@@ -99,17 +99,58 @@ keywords!(ConnectionType, "connection type", TYPES, {
     Macvlan = "macvlan", Routed = "routed"
 });
 
+/// Which WireGuard implementation carries a native connection (docs/wireguard.md has
+/// the decision table).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum WgBackend {
     Kernel,
+    /// The data plane built into vpn-ns (boringtun), tun born in the namespace.
+    Builtin,
+    /// An external UAPI program (`userspace =`, default wireguard-go); spelled
+    /// "wireguard-go", and "userspace" as before.
     Userspace,
+    /// Kernel when the module exists, else builtin.
     #[default]
     Auto,
 }
 
-keywords!(WgBackend, "WireGuard backend", "\"kernel\", \"userspace\" or \"auto\"", {
-    Kernel = "kernel", Userspace = "userspace", Auto = "auto"
-});
+const WG_BACKENDS: &str =
+    "\"kernel\", \"builtin\", \"wireguard-go\" (or \"userspace\") or \"auto\"";
+
+impl WgBackend {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Kernel => "kernel",
+            Self::Builtin => "builtin",
+            Self::Userspace => "wireguard-go",
+            Self::Auto => "auto",
+        }
+    }
+}
+
+impl fmt::Display for WgBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for WgBackend {
+    type Err = InvalidValue;
+    fn from_str(s: &str) -> Result<Self, InvalidValue> {
+        match s {
+            "kernel" => Ok(Self::Kernel),
+            "builtin" => Ok(Self::Builtin),
+            // "userspace" is the name configurations used before "builtin" existed.
+            "wireguard-go" | "userspace" => Ok(Self::Userspace),
+            "auto" => Ok(Self::Auto),
+            _ => Err(InvalidValue(format!(
+                "unknown WireGuard backend {s:?} (expected {WG_BACKENDS})"
+            ))),
+        }
+    }
+}
+
+deserialize_via_from_str! { WgBackend => WG_BACKENDS, }
 
 /// A UUID in canonical 8-4-4-4-12 form, stored lowercase so that the namespace
 /// derived from it does not depend on how the file spelled it.

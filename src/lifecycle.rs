@@ -54,6 +54,13 @@ pub enum LifecycleError {
         #[source]
         source: NetlinkError,
     },
+    #[error("cannot create {device} in namespace \"{ns}\"")]
+    MakeDevice {
+        device: String,
+        ns: String,
+        #[source]
+        source: anyhow::Error,
+    },
     #[error(transparent)]
     Netlink(#[from] NetlinkError),
     #[error("cannot write DNS files for namespace \"{ns}\"")]
@@ -168,6 +175,26 @@ pub async fn up(
     origin: Origin,
     vpn_pid: Option<u32>,
 ) -> Result<UpReport, LifecycleError> {
+    up_with(conn, spec, origin, vpn_pid, None).await
+}
+
+/// `up`, with the device made in place by `make` instead of waited for and moved.
+pub async fn up_in_place(
+    conn: &Connection,
+    spec: &NetworkSpec,
+    origin: Origin,
+    make: MakeDevice<'_>,
+) -> Result<UpReport, LifecycleError> {
+    up_with(conn, spec, origin, None, Some(make)).await
+}
+
+async fn up_with(
+    conn: &Connection,
+    spec: &NetworkSpec,
+    origin: Origin,
+    vpn_pid: Option<u32>,
+    make: Option<MakeDevice<'_>>,
+) -> Result<UpReport, LifecycleError> {
     let mut journal = Journal::default();
     fault::point("up:after-lock");
     // Overwriting that record would leave its namespace without a known owner.
@@ -188,9 +215,9 @@ pub async fn up(
         source,
     })?;
     let res = if conn.netns_isolate {
-        up_isolated(conn, spec, prior, origin, vpn_pid, &mut journal).await
+        up_isolated(conn, spec, prior, origin, vpn_pid, make, &mut journal).await
     } else {
-        up_host(conn, spec, origin, vpn_pid, &mut journal).await
+        up_host(conn, spec, origin, vpn_pid, make, &mut journal).await
     };
     if res.is_err() {
         rollback(conn, &host, journal).await;
@@ -203,7 +230,8 @@ async fn up_isolated(
     spec: &NetworkSpec,
     prior: Option<State>,
     origin: Origin,
-    vpn_pid: Option<u32>,
+    mut vpn_pid: Option<u32>,
+    make: Option<MakeDevice<'_>>,
     journal: &mut Journal,
 ) -> Result<UpReport, LifecycleError> {
     let ns = &conn.netns;
@@ -252,9 +280,13 @@ async fn up_isolated(
     }
 
     let dev = spec.device.as_str();
+    let born = make.is_some();
+    if let Some(make) = make {
+        vpn_pid = make_device(make, &ns_file, dev, ns.as_str()).await?;
+    }
     // On OpenVPN's `--up-restart` the device is already inside from the previous up.
     let already_inside = inside.link(dev).await?;
-    let restart = already_inside.is_some();
+    let restart = already_inside.is_some() && !born;
     let link = match already_inside {
         Some(l) => {
             tracing::debug!("{dev} is already in namespace {ns}");
@@ -375,10 +407,18 @@ async fn up_host(
     conn: &Connection,
     spec: &NetworkSpec,
     origin: Origin,
-    vpn_pid: Option<u32>,
+    mut vpn_pid: Option<u32>,
+    make: Option<MakeDevice<'_>>,
     journal: &mut Journal,
 ) -> Result<UpReport, LifecycleError> {
     let dev = spec.device.as_str();
+    if let Some(make) = make {
+        let host = netns::current().map_err(|source| LifecycleError::OpenNetns {
+            ns: conn.netns.clone(),
+            source,
+        })?;
+        vpn_pid = make_device(make, &host, dev, "host").await?;
+    }
     let mut nl = Netlink::connect(None)?;
     let link = wait_in_host(&mut nl, dev, conn).await?;
     journal.host_link = Some(link.clone());
@@ -536,7 +576,10 @@ async fn rollback(conn: &Connection, host: &File, j: Journal) {
     }
 }
 
+mod born;
 mod down;
+pub use born::MakeDevice;
+use born::make_device;
 pub use down::{DownReport, Handback, down, down_with};
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 //! without root. Gathering the snapshot is `commands::verify`'s job.
 //!
 //! Check names are part of the interface (scripts match on them): `state`, `links`,
-//! `routes`, `ipv6`, `dns`, `nsswitch`. See docs/verify.md.
+//! `routes`, `ipv6`, `dns`, `nsswitch`, and `handshake` for WireGuard. See docs/verify.md.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -19,6 +19,8 @@ pub const ROUTES: &str = "routes";
 pub const IPV6: &str = "ipv6";
 pub const DNS: &str = "dns";
 pub const NSSWITCH: &str = "nsswitch";
+/// WireGuard connections only (see `wireguard::peers::handshake_check`).
+pub const HANDSHAKE: &str = "handshake";
 
 /// The `hosts:` sources that answer only from local files or from the configured
 /// nameservers (which the `dns` check proves are tunnelled). Anything else (resolve,

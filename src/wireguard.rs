@@ -1,10 +1,12 @@
 //! WireGuard: wg-quick files -> `NetworkSpec` + device configuration, and the device
 //! itself (userspace implementation over the UAPI socket, or a kernel link).
 
+pub mod builtin;
 pub mod device;
 pub mod kernel;
 pub mod key;
 pub mod parse;
+pub mod peers;
 pub mod uapi;
 
 #[cfg(test)]

@@ -176,6 +176,7 @@ fn wireguard_persistent_namespace_three_reconnects() {
             tunnel_v6: None,
             services: &[(SERVICE_V4, "hello")],
             psk: None,
+            builtin: false,
         },
         &client.public,
     );

@@ -135,6 +135,7 @@ fn native_up_two_peers_psk_ipv6_dns_then_down_leaves_nothing() {
                 (SERVICE_V6, "hello-from-srv1-v6"),
             ],
             psk: Some(&psk),
+            builtin: false,
         },
         &client.public,
     );
@@ -146,6 +147,7 @@ fn native_up_two_peers_psk_ipv6_dns_then_down_leaves_nothing() {
             tunnel_v6: None,
             services: &[("203.0.113.129", "hello-from-srv2")],
             psk: None,
+            builtin: false,
         },
         &client.public,
     );
@@ -249,6 +251,7 @@ fn native_default_route_and_persistent_namespace() {
             tunnel_v6: Some("fd00:64::1"),
             services: &[(SERVICE_V4, "hello"), (SERVICE_V6, "hello6")],
             psk: None,
+            builtin: false,
         },
         &client.public,
     );
@@ -364,23 +367,23 @@ fn failed_up_rolls_back_and_kernel_backend_needs_the_module() {
     }
 }
 
+/// Needs the WireGuard kernel module, which this project's machines do not have: it is
+/// ignored (reported as such, never counted as passed); run it with `--ignored` where
+/// `ip link add type wireguard` works, and there it fails if the module is missing.
 #[test]
+#[ignore = "needs the WireGuard kernel module (absent here); scripts/test.sh runs it where the module exists"]
 fn kernel_backend() {
     if !require_root("kernel_backend") {
         return;
     }
     let sb = Sandbox::new("wg-kernel");
-    if run(sb
-        .cmd("ip")
-        .args(["link", "add", "wgtest", "type", "wireguard"]))
-    .is_err()
-    {
-        let msg = "SKIPPED: kernel_backend (this kernel has no WireGuard module: `ip link add type wireguard` fails)";
-        // Not eprintln!: libtest would swallow it for a passing test.
-        let bar = "!".repeat(msg.len() + 4);
-        let _ = writeln!(std::io::stderr(), "\n{bar}\n!!! {msg}\n{bar}");
-        return;
-    }
+    assert!(
+        run(sb
+            .cmd("ip")
+            .args(["link", "add", "wgtest", "type", "wireguard"]))
+        .is_ok(),
+        "kernel_backend: this kernel has no WireGuard module (`ip link add type wireguard` fails)"
+    );
     let _ = run(sb.cmd("ip").args(["link", "del", "wgtest"]));
     let client = genkeys();
     let s1 = start_wg_server(
@@ -391,6 +394,7 @@ fn kernel_backend() {
             tunnel_v6: None,
             services: &[(SERVICE_V4, "hello-kernel")],
             psk: None,
+            builtin: false,
         },
         &client.public,
     );
@@ -405,6 +409,9 @@ fn kernel_backend() {
     );
     sb.write_conn("wgk", &conn_toml(&file, "", "kernel"));
     assert_success("vpn-ns up wgk", &vpn_ns(&sb, &["up", "wgk"]));
+    // Born in the namespace, configured there; its UDP socket is the host's.
+    assert!(sb.links_in(Some("wgk")).contains(&"wgk0".to_owned()));
+    assert!(!sb.links_in(None).contains(&"wgk0".to_owned()));
     answers(&sb, "wgk", SERVICE_V4, "hello-kernel");
     unreachable_from_host(&sb, SERVICE_V4);
     assert_success("vpn-ns down wgk", &vpn_ns(&sb, &["down", "wgk"]));
@@ -426,6 +433,7 @@ fn wg_quick_with_hooks_up_and_down() {
             tunnel_v6: Some("fd00:64::1"),
             services: &[(SERVICE_V4, "hello-wgq"), (SERVICE_V6, "hello-wgq6")],
             psk: None,
+            builtin: false,
         },
         &client.public,
     );
@@ -498,6 +506,7 @@ fn foreground_runs_until_sigterm_then_takes_down() {
             tunnel_v6: None,
             services: &[(SERVICE_V4, "hello-fg")],
             psk: None,
+            builtin: false,
         },
         &client.public,
     );

@@ -13,6 +13,7 @@ mod status_view;
 mod up;
 mod verify;
 pub mod wg;
+mod wg_inplace;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -52,6 +53,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Status { conn } => status::status(&cli.global, conn.as_deref()),
         Command::List => status::list(&cli.global),
         Command::Verify { conn } => verify::verify(&cli.global, conn),
+        Command::WgBuiltin { netns, iface } => wg_inplace::serve(netns.as_deref(), iface),
     }
 }
 

@@ -78,6 +78,23 @@ pub struct ConnStatus {
     pub vpn_pid: Option<u32>,
     pub persistent: bool,
     pub isolated: bool,
+    /// WireGuard connections brought up by vpn-ns or wg-quick: one entry per peer;
+    /// null for other types, or when the device could not be read.
+    pub wireguard_peers: Option<Vec<PeerOut>>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PeerOut {
+    pub public_key: String,
+    pub endpoint: Option<String>,
+    /// RFC 3339; null: no handshake ever completed.
+    pub latest_handshake: Option<String>,
+    /// Seconds since the latest handshake; null: never.
+    pub latest_handshake_age: Option<u64>,
+    pub rx_bytes: u64,
+    pub tx_bytes: u64,
+    pub allowed_ips: Vec<String>,
+    pub persistent_keepalive: u16,
 }
 
 #[derive(Debug, Serialize)]
@@ -248,7 +265,10 @@ fn gather(entries: Vec<Entry>) -> anyhow::Result<Report> {
         .map(|(e, (key, view))| {
             let ns_pids = key.and_then(|k| pids.get(&k)).cloned().unwrap_or_default();
             let processes = ns_pids.iter().filter_map(|p| procs.read(*p)).collect();
-            build(e, view.as_ref(), processes)
+            let peers = wireguard_peers(&e, can_enter);
+            let mut c = build(e, view.as_ref(), processes);
+            c.wireguard_peers = peers;
+            c
         })
         .collect();
     Ok(Report { connections })
@@ -399,9 +419,52 @@ fn build(e: Entry, view: Option<&NsView>, processes: Vec<ProcOut>) -> ConnStatus
         vpn_pid,
         persistent,
         isolated,
+        wireguard_peers: None,
         name: e.name,
     }
 }
+
+/// The peers of an up WireGuard connection: its UAPI socket, or (kernel device) a
+/// generic-netlink socket in its namespace, which needs root.
+fn wireguard_peers(e: &Entry, can_enter: bool) -> Option<Vec<PeerOut>> {
+    let st = e.state.as_ref().filter(|s| {
+        s.up && matches!(
+            s.origin,
+            state::Origin::Wireguard | state::Origin::WgQuickHook
+        )
+    })?;
+    let dev = st.device.as_deref()?;
+    let ns = match st.isolated && can_enter {
+        true => Some(netns::open(&st.netns).ok()?),
+        false => None,
+    };
+    let peers = match crate::wireguard::peers::read(dev, ns.as_ref(), PEERS_TIMEOUT) {
+        Ok(p) => p,
+        Err(err) => {
+            tracing::debug!("{}: cannot read the peers of {dev}: {err}", e.name);
+            return None;
+        }
+    };
+    let now = state::now();
+    Some(
+        peers
+            .into_iter()
+            .map(|p| PeerOut {
+                latest_handshake: p.latest_handshake.map(rfc3339),
+                latest_handshake_age: p.latest_handshake.map(|t| now.saturating_sub(t)),
+                public_key: p.public_key,
+                endpoint: p.endpoint,
+                rx_bytes: p.rx_bytes,
+                tx_bytes: p.tx_bytes,
+                allowed_ips: p.allowed_ips,
+                persistent_keepalive: p.persistent_keepalive,
+            })
+            .collect(),
+    )
+}
+
+/// How long a device's UAPI socket gets to answer `get=1`.
+const PEERS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// The namespace's resolv.conf as written (what processes inside actually use); the
 /// record's DNS when there is no file (non-isolated connections keep the host's DNS).

@@ -173,6 +173,7 @@ fn conn(name: &str, st: StateKind) -> ConnStatus {
         tx_bytes: Some(100),
         up_since: Some(rfc3339(1000)),
         since: Some(1000),
+        wireguard_peers: None,
         vpn_pid: Some(4242),
         persistent: false,
         isolated: true,
@@ -263,4 +264,36 @@ fn json_schema_field_names() {
     assert_eq!(c["routes"][0]["dest"], "0.0.0.0/0");
     assert_eq!(c["processes"][0]["pid"], 77);
     assert_eq!(c["up_since"], "1970-01-01T00:16:40Z");
+}
+
+#[test]
+fn wireguard_peers_in_human_and_json_output() {
+    let mut c = conn("home", StateKind::Up);
+    let peer = |hs: Option<u64>| PeerOut {
+        public_key: "xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg=".into(),
+        endpoint: Some("198.51.100.2:51820".into()),
+        latest_handshake: hs.map(rfc3339),
+        latest_handshake_age: hs.map(|t| 1060 - t),
+        rx_bytes: 2048,
+        tx_bytes: 10,
+        allowed_ips: vec!["10.0.0.0/8".into()],
+        persistent_keepalive: 25,
+    };
+    c.wireguard_peers = Some(vec![peer(Some(1055)), peer(None)]);
+    let r = Report {
+        connections: vec![c],
+    };
+    let s = render_status(&r, 1060);
+    assert!(
+        s.contains("peer       xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg= 198.51.100.2:51820, handshake 5s ago, rx 2.0 KiB, tx 10 B"),
+        "{s}"
+    );
+    assert!(s.contains("no handshake yet"), "{s}");
+    let j: serde_json::Value = serde_json::to_value(&r).unwrap();
+    let p = &j["connections"][0]["wireguard_peers"];
+    assert_eq!(p[0]["latest_handshake_age"], 5);
+    assert_eq!(p[0]["latest_handshake"], rfc3339(1055));
+    assert!(p[1]["latest_handshake"].is_null());
+    assert_eq!(p[0]["rx_bytes"], 2048);
+    assert_eq!(p[0]["endpoint"], "198.51.100.2:51820");
 }

@@ -83,6 +83,22 @@ fn block(c: &ConnStatus, now: u64) -> String {
     if let Some(p) = c.vpn_pid {
         row("vpn pid", p.to_string());
     }
+    for p in c.wireguard_peers.iter().flatten() {
+        let hs = match p.latest_handshake_age {
+            Some(a) => format!("handshake {} ago", ago(a)),
+            None => "no handshake yet".to_owned(),
+        };
+        let ep = p.endpoint.as_deref().unwrap_or("(no endpoint)");
+        row(
+            "peer",
+            format!(
+                "{} {ep}, {hs}, rx {}, tx {}",
+                p.public_key,
+                bytes(p.rx_bytes),
+                bytes(p.tx_bytes)
+            ),
+        );
+    }
     if c.persistent {
         row("options", "netns-persistent".to_owned());
     }

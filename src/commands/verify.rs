@@ -11,12 +11,16 @@ use serde::Serialize;
 
 use super::probe::read_ns;
 use crate::cli::GlobalArgs;
-use crate::commands::{UsageError, runtime};
+use crate::commands::{UsageError, config_dir, runtime};
+use crate::config;
 use crate::dns;
 use crate::netns;
 use crate::spec::NetnsName;
 use crate::state;
+use crate::state::Origin;
 use crate::verify::{CheckResult, Live, Recorded, Snapshot, run_checks};
+use crate::wireguard::peers;
+use std::time::Duration;
 
 #[derive(Serialize)]
 struct VerifyJson<'a> {
@@ -42,6 +46,13 @@ pub fn verify(g: &GlobalArgs, conn: &str) -> anyhow::Result<ExitCode> {
     }
     let snapshot = gather(conn)?;
     let mut checks = run_checks(&snapshot);
+    if checks
+        .iter()
+        .all(|c| c.name != crate::verify::STATE || c.ok)
+        && let Some(c) = handshake(g, conn)?
+    {
+        checks.push(c);
+    }
     // macvlan/routed: the namespace is sealed to its one device, which is no tunnel.
     if let Some(note) = state::load(conn)?
         .as_ref()
@@ -120,5 +131,51 @@ fn read_optional(p: &Path) -> anyhow::Result<Option<String>> {
         Ok(t) => Ok(Some(t)),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e).with_context(|| format!("cannot read {}", p.display())),
+    }
+}
+
+/// How often verify reads a WireGuard device's peers while waiting for a handshake:
+/// there is no event for a completed handshake, so this polls, bounded by
+/// netns-timeout counted from the up.
+const HANDSHAKE_POLL: Duration = Duration::from_millis(100);
+
+/// The `handshake` check for WireGuard connections (None for other kinds): waits until
+/// every peer with an endpoint has completed a handshake, at most until netns-timeout
+/// after the up, then judges.
+fn handshake(g: &GlobalArgs, conn: &str) -> anyhow::Result<Option<CheckResult>> {
+    let Some(st) = state::load(conn)? else {
+        return Ok(None);
+    };
+    let Some(dev) = st
+        .device
+        .as_deref()
+        .filter(|_| st.up && matches!(st.origin, Origin::Wireguard | Origin::WgQuickHook))
+    else {
+        return Ok(None);
+    };
+    let timeout = config::load(&config_dir(g)?, conn)
+        .map(|c| c.netns_timeout)
+        .unwrap_or(Duration::from_millis(config::DEFAULT_TIMEOUT_MS));
+    let ns = match st.isolated {
+        true => Some(netns::open(&st.netns)?),
+        false => None,
+    };
+    let deadline = st.since + timeout.as_secs();
+    loop {
+        let peers =
+            peers::read(dev, ns.as_ref(), Duration::from_secs(2)).map_err(|e| e.to_string());
+        let now = state::now();
+        let again = peers.as_ref().is_ok_and(|p| peers::waiting(p)) && now < deadline;
+        if !again {
+            let up_for = Duration::from_secs(now.saturating_sub(st.since));
+            let c = peers::handshake_check(
+                peers.as_deref().map_err(Clone::clone),
+                now,
+                up_for,
+                timeout,
+            );
+            return Ok(Some(c));
+        }
+        std::thread::sleep(HANDSHAKE_POLL);
     }
 }

@@ -13,12 +13,12 @@ use crate::commands::{UsageError, config_dir, runtime};
 use crate::config::{self, Connection, ConnectionType, WgBackend, WireGuardSection};
 use crate::lifecycle::{self, UpReport};
 use crate::netlink::Netlink;
-use crate::spec::InterfaceName;
+use crate::spec::{InterfaceName, NetnsName};
 use crate::state::{self, Origin};
 use crate::wireguard::{self, WgConfig, device, kernel, uapi};
 
 /// How long a userspace implementation gets to exit after SIGTERM.
-const STOP_TIMEOUT: Duration = Duration::from_secs(5);
+pub(super) const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 
 fn load_wg_conn(g: &GlobalArgs, conn_name: &str, what: &str) -> anyhow::Result<Connection> {
     let conn = config::load(&config_dir(g)?, conn_name)?;
@@ -55,7 +55,7 @@ fn iface_from_path(path: &Path) -> Result<InterfaceName, UsageError> {
 }
 
 /// The running device made by `up`, for rollback and `--foreground`.
-enum Made {
+pub(super) enum Made {
     Userspace(Child),
     Kernel,
 }
@@ -146,8 +146,7 @@ pub fn up(g: &GlobalArgs, conn_name: &str, foreground: bool) -> anyhow::Result<E
             && let Ok(Some(status)) = c.try_wait()
         {
             tracing::warn!(
-                "{conn_name}: {} exited ({status}); taking the connection down",
-                section.userspace
+                "{conn_name}: the WireGuard process exited ({status}); taking the connection down"
             );
             child = None;
             break;
@@ -207,88 +206,71 @@ async fn native_up(
             &host.links().await?,
         )),
     };
-    let made = create(conn, section, iface).await?;
+    let spec = wireguard::spec(cfg, iface, mtu, conn.default_route && conn.netns_isolate);
+    // Default routes are in the spec already, per family, only where AllowedIPs ask.
+    let mut c = conn.clone();
+    c.default_route = false;
+    if section.backend != WgBackend::Userspace {
+        // Kernel and built-in devices are born in the namespace: no move.
+        return super::wg_inplace::up(&c, section.backend, cfg, iface, endpoints, &spec).await;
+    }
+    let made = start_wireguard_go(conn, section, iface)?;
     let pid = match &made {
         Made::Userspace(c) => Some(c.id()),
         Made::Kernel => None,
     };
     let res = async {
-        match &made {
-            Made::Userspace(_) => {
-                let req = uapi::set_request(cfg, endpoints);
-                uapi::set(&uapi::socket_path(iface.as_str()), &req, conn.netns_timeout)
-                    .with_context(|| format!("cannot configure {iface}"))?;
-            }
-            Made::Kernel => kernel::configure(iface.as_str(), cfg, endpoints)
-                .with_context(|| format!("cannot configure {iface}"))?,
-        }
-        let spec = wireguard::spec(cfg, iface, mtu, conn.default_route && conn.netns_isolate);
-        // Default routes are in the spec already, per family, only where AllowedIPs ask.
-        let mut c = conn.clone();
-        c.default_route = false;
+        let req = uapi::set_request(cfg, endpoints);
+        uapi::set(&uapi::socket_path(iface.as_str()), &req, conn.netns_timeout)
+            .with_context(|| format!("cannot configure {iface}"))?;
         Ok::<_, anyhow::Error>(lifecycle::up(&c, &spec, Origin::Wireguard, pid).await?)
     }
     .await;
     match res {
         Ok(report) => Ok((report, made)),
         Err(e) => {
-            destroy(made, iface.as_str()).await;
+            destroy(made, iface.as_str(), None).await;
             Err(e)
         }
     }
 }
 
-async fn create(
+/// Starts the external userspace program, which creates its tun in the host namespace
+/// (the lifecycle then moves it).
+fn start_wireguard_go(
     conn: &Connection,
     section: &WireGuardSection,
     iface: &InterfaceName,
 ) -> anyhow::Result<Made> {
-    let userspace = || -> anyhow::Result<Made> {
-        device::ensure_log_dir()?;
-        let us = device::start_userspace(
-            &section.userspace,
-            iface.as_str(),
-            &device::log_path(&conn.name),
-            conn.netns_timeout,
-        )?;
-        tracing::debug!(
-            "{} (pid {}) serves {iface} at {}",
-            section.userspace,
-            us.child.id(),
-            us.socket.display()
-        );
-        Ok(Made::Userspace(us.child))
-    };
-    match section.backend {
-        WgBackend::Userspace => userspace(),
-        WgBackend::Kernel => match kernel::create(iface.as_str()).await {
-            Ok(()) => Ok(Made::Kernel),
-            Err(kernel::KernelError::NoModule) => bail!(
-                "the kernel has no WireGuard module; set backend = \"userspace\" in [wireguard] of {}",
-                conn.path.display()
-            ),
-            Err(e) => Err(e.into()),
-        },
-        WgBackend::Auto => match kernel::create(iface.as_str()).await {
-            Ok(()) => Ok(Made::Kernel),
-            Err(kernel::KernelError::NoModule) => {
-                tracing::debug!("no WireGuard kernel module: using {}", section.userspace);
-                userspace()
-            }
-            Err(e) => Err(e.into()),
-        },
-    }
+    device::ensure_log_dir()?;
+    let us = device::start_userspace(
+        &section.userspace,
+        iface.as_str(),
+        &device::log_path(&conn.name),
+        conn.netns_timeout,
+    )?;
+    tracing::debug!(
+        "{} (pid {}) serves {iface} at {}",
+        section.userspace,
+        us.child.id(),
+        us.socket.display()
+    );
+    Ok(Made::Userspace(us.child))
 }
 
-/// Undoes `create` (the device is back in the host namespace or gone).
-async fn destroy(made: Made, iface: &str) {
+/// Undoes what up made: stops the process, or deletes the kernel link (in `ns` when it
+/// still exists, else in the host namespace).
+pub(super) async fn destroy(made: Made, iface: &str, ns: Option<&NetnsName>) {
     match made {
         Made::Userspace(mut child) => {
             device::stop_userspace(child.id(), iface, STOP_TIMEOUT);
             let _ = child.wait();
         }
         Made::Kernel => {
-            if let Err(e) = kernel::delete(iface).await {
+            let f = ns
+                .filter(|n| crate::netns::exists(n))
+                .and_then(|n| crate::netns::open(n).ok());
+            if let Err(e) = kernel::delete(iface, f.as_ref()).await {
                 tracing::error!("rollback: cannot delete {iface}: {e}");
             }
         }
@@ -328,10 +310,20 @@ async fn native_down(conn: &Connection) -> anyhow::Result<()> {
     {
         tracing::debug!("stopped the userspace WireGuard (pid {pid}) of {dev}");
     }
+    // A kernel link is deleted where it lives, so the lifecycle has nothing to move back.
+    if let Some(dev) = &dev
+        && st.vpn_pid.is_none()
+        && st.origin == Origin::Wireguard
+        && st.isolated
+        && crate::netns::exists(&st.netns)
+    {
+        let f = crate::netns::open(&st.netns)?;
+        kernel::delete(dev, Some(&f)).await?;
+    }
     let report = lifecycle::down(conn).await?;
     if let Some(dev) = &dev {
         if st.vpn_pid.is_none() && st.origin == Origin::Wireguard {
-            kernel::delete(dev).await?;
+            kernel::delete(dev, None).await?;
         }
         device::remove_socket(dev);
     }

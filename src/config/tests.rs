@@ -18,8 +18,8 @@ config = "/etc/openvpn/client/work.conf"
 
 [wireguard]                 # wg-quick format file
 config = "/etc/wireguard/home.conf"
-backend = "auto"            # "kernel" | "userspace" | "auto" (kernel if the module exists)
-userspace = "wireguard-go"  # program that creates a userspace device (UAPI socket)
+backend = "auto"            # "kernel" | "builtin" | "wireguard-go" | "auto" (kernel if the module exists, else builtin)
+userspace = "wireguard-go"  # program for backend = "wireguard-go" (UAPI socket)
 
 [dns]                       # optional; default: what the VPN pushed
 servers = ["192.0.2.53"]    # replace pushed servers
@@ -94,6 +94,16 @@ fn wireguard_section() {
         .wireguard
         .unwrap();
     assert_eq!(wg, WireGuardSection::default());
+    for (kw, want) in [
+        ("builtin", WgBackend::Builtin),
+        ("wireguard-go", WgBackend::Userspace),
+        ("kernel", WgBackend::Kernel),
+        ("auto", WgBackend::Auto),
+    ] {
+        let text = format!("type = \"wireguard\"\n[wireguard]\nbackend = \"{kw}\"\n");
+        assert_eq!(parse_work(&text).unwrap().wireguard.unwrap().backend, want);
+    }
+    assert_eq!(WgBackend::Userspace.to_string(), "wireguard-go");
     assert_eq!(
         (wg.backend, wg.userspace.as_str()),
         (WgBackend::Auto, "wireguard-go")
@@ -286,7 +296,7 @@ fn bad_files_name_path_line_and_key() {
             3,
             &[
                 "key \"wireguard.backend\"",
-                "\"kernel\", \"userspace\" or \"auto\"",
+                "\"kernel\", \"builtin\", \"wireguard-go\" (or \"userspace\") or \"auto\"",
             ],
         ),
         (

@@ -1,10 +1,25 @@
-//! The kernel backend: the link is created with rtnetlink (`ip link add type wireguard`)
-//! and configured over WireGuard's generic-netlink API (what `wg setconf` does). The
-//! messages are built by hand; the API is small and stable (include/uapi/linux/wireguard.h).
+//! The kernel backend: the link is created with rtnetlink directly inside the
+//! connection's namespace (`RTM_NEWLINK` + `IFLA_NET_NS_FD` sent from the host: born
+//! there, no move; its UDP socket belongs to the namespace it was created from, the
+//! host's — WireGuard's "birthplace" rule), and configured over WireGuard's generic
+//! netlink API with typed messages (netlink-packet-wireguard + netlink-packet-generic,
+//! on the same netlink-packet-core as rtnetlink), split as wg(8) splits them.
 
+pub mod split;
+
+use std::fs::File;
 use std::io;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 
+use netlink_packet_core::{
+    NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload,
+    NetlinkSerializable,
+};
+use netlink_packet_generic::GenlMessage;
+use netlink_packet_generic::ctrl::nlas::GenlCtrlAttrs;
+use netlink_packet_generic::ctrl::{GenlCtrl, GenlCtrlCmd};
+use netlink_packet_wireguard::WireguardMessage;
 use netlink_sys::{Socket, SocketAddr as NlAddr, protocols::NETLINK_GENERIC};
 use rtnetlink::LinkWireguard;
 
@@ -24,9 +39,15 @@ pub enum KernelError {
     },
     #[error("{op}: {source}")]
     Genl {
-        op: &'static str,
+        op: String,
         #[source]
         source: io::Error,
+    },
+    #[error("cannot enter the namespace of {iface}: {source}")]
+    Netns {
+        iface: String,
+        #[source]
+        source: crate::netns::NetnsError,
     },
 }
 
@@ -43,16 +64,16 @@ fn handle() -> Result<rtnetlink::Handle, KernelError> {
     Ok(handle)
 }
 
-/// Creates the link `name` in the calling thread's namespace. `NoModule` when the kernel
-/// does not know the link type ("Unknown device type").
-pub async fn create(name: &str) -> Result<(), KernelError> {
+/// Creates the link `name` from the calling thread's namespace (the host's, which
+/// keeps its UDP socket), inside `ns` when given. `NoModule` when the kernel does not
+/// know the link type ("Unknown device type").
+pub async fn create(name: &str, ns: Option<&File>) -> Result<(), KernelError> {
     let h = handle()?;
-    match h
-        .link()
-        .add(LinkWireguard::new(name).build())
-        .execute()
-        .await
-    {
+    let mut b = LinkWireguard::new(name);
+    if let Some(f) = ns {
+        b = b.setns_by_fd(f.as_raw_fd());
+    }
+    match h.link().add(b.build()).execute().await {
         Ok(()) => Ok(()),
         Err(rtnetlink::Error::NetlinkError(m)) if m.raw_code() == -libc::EOPNOTSUPP => {
             Err(KernelError::NoModule)
@@ -64,9 +85,18 @@ pub async fn create(name: &str) -> Result<(), KernelError> {
     }
 }
 
-/// Deletes the WireGuard link `name` of the host namespace if it exists.
-pub async fn delete(name: &str) -> Result<(), KernelError> {
-    let h = handle()?;
+/// Deletes the WireGuard link `name` of the host namespace, or of `ns`, if it exists.
+pub async fn delete(name: &str, ns: Option<&File>) -> Result<(), KernelError> {
+    // Kept until the end: its connection task serves the handle.
+    let inside;
+    let h = match ns {
+        None => handle()?,
+        Some(f) => {
+            inside = crate::netlink::Netlink::connect(Some(f))
+                .map_err(|e| KernelError::Socket(io::Error::other(e.to_string())))?;
+            inside.handle().clone()
+        }
+    };
     use futures::TryStreamExt;
     let link = h
         .link()
@@ -96,282 +126,144 @@ pub async fn delete(name: &str) -> Result<(), KernelError> {
         })
 }
 
-const GENL_ID_CTRL: u16 = 0x10;
-const CTRL_CMD_GETFAMILY: u8 = 3;
-const CTRL_ATTR_FAMILY_ID: u16 = 1;
-const CTRL_ATTR_FAMILY_NAME: u16 = 2;
-const NLM_F_REQUEST: u16 = 1;
-const NLM_F_ACK: u16 = 4;
-const NLMSG_ERROR: u16 = 2;
-const NLA_F_NESTED: u16 = 1 << 15;
-
-const WG_CMD_SET_DEVICE: u8 = 1;
-const WGDEVICE_A_IFNAME: u16 = 2;
-const WGDEVICE_A_PRIVATE_KEY: u16 = 3;
-const WGDEVICE_A_FLAGS: u16 = 5;
-const WGDEVICE_A_LISTEN_PORT: u16 = 6;
-const WGDEVICE_A_FWMARK: u16 = 7;
-const WGDEVICE_A_PEERS: u16 = 8;
-const WGDEVICE_F_REPLACE_PEERS: u32 = 1;
-const WGPEER_A_PUBLIC_KEY: u16 = 1;
-const WGPEER_A_PRESHARED_KEY: u16 = 2;
-const WGPEER_A_FLAGS: u16 = 3;
-const WGPEER_A_ENDPOINT: u16 = 4;
-const WGPEER_A_PERSISTENT_KEEPALIVE_INTERVAL: u16 = 5;
-const WGPEER_A_ALLOWEDIPS: u16 = 9;
-const WGPEER_F_REPLACE_ALLOWEDIPS: u32 = 2;
-const WGALLOWEDIP_A_FAMILY: u16 = 1;
-const WGALLOWEDIP_A_IPADDR: u16 = 2;
-const WGALLOWEDIP_A_CIDR_MASK: u16 = 3;
-
-/// A netlink message under construction: header, generic header, attributes.
-struct Msg {
-    buf: Vec<u8>,
-    nests: Vec<usize>,
-}
-
-impl Msg {
-    fn new(family: u16, cmd: u8, version: u8) -> Msg {
-        let mut buf = Vec::with_capacity(512);
-        buf.extend_from_slice(&0u32.to_ne_bytes()); // length, set in finish()
-        buf.extend_from_slice(&family.to_ne_bytes());
-        buf.extend_from_slice(&(NLM_F_REQUEST | NLM_F_ACK).to_ne_bytes());
-        buf.extend_from_slice(&1u32.to_ne_bytes()); // sequence
-        buf.extend_from_slice(&0u32.to_ne_bytes()); // port: the kernel
-        buf.extend_from_slice(&[cmd, version, 0, 0]);
-        Msg {
-            buf,
-            nests: Vec::new(),
-        }
-    }
-
-    fn attr(&mut self, ty: u16, payload: &[u8]) {
-        let len = u16::try_from(4 + payload.len()).expect("attribute fits");
-        self.buf.extend_from_slice(&len.to_ne_bytes());
-        self.buf.extend_from_slice(&ty.to_ne_bytes());
-        self.buf.extend_from_slice(payload);
-        self.pad();
-    }
-
-    fn pad(&mut self) {
-        while !self.buf.len().is_multiple_of(4) {
-            self.buf.push(0);
-        }
-    }
-
-    fn begin(&mut self, ty: u16) {
-        self.nests.push(self.buf.len());
-        self.buf.extend_from_slice(&0u16.to_ne_bytes());
-        self.buf
-            .extend_from_slice(&(ty | NLA_F_NESTED).to_ne_bytes());
-    }
-
-    fn end(&mut self) {
-        let start = self.nests.pop().expect("open nest");
-        let len = u16::try_from(self.buf.len() - start).expect("nest fits");
-        self.buf[start..start + 2].copy_from_slice(&len.to_ne_bytes());
-    }
-
-    fn finish(mut self) -> Vec<u8> {
-        let len = u32::try_from(self.buf.len()).expect("message fits");
-        self.buf[0..4].copy_from_slice(&len.to_ne_bytes());
-        self.buf
-    }
-}
-
-fn sockaddr(ep: &SocketAddr) -> Vec<u8> {
-    let mut b = Vec::with_capacity(28);
-    match ep {
-        SocketAddr::V4(a) => {
-            b.extend_from_slice(&(libc::AF_INET as u16).to_ne_bytes());
-            b.extend_from_slice(&a.port().to_be_bytes());
-            b.extend_from_slice(&a.ip().octets());
-            b.extend_from_slice(&[0; 8]);
-        }
-        SocketAddr::V6(a) => {
-            b.extend_from_slice(&(libc::AF_INET6 as u16).to_ne_bytes());
-            b.extend_from_slice(&a.port().to_be_bytes());
-            b.extend_from_slice(&a.flowinfo().to_ne_bytes());
-            b.extend_from_slice(&a.ip().octets());
-            b.extend_from_slice(&a.scope_id().to_ne_bytes());
-        }
-    }
-    b
-}
-
-/// The WG_CMD_SET_DEVICE message that makes `iface` match `cfg` (peers replaced).
-fn set_device(
-    family: u16,
-    iface: &str,
-    cfg: &WgConfig,
-    endpoints: &[Option<SocketAddr>],
-) -> Vec<u8> {
-    let i = &cfg.interface;
-    let mut m = Msg::new(family, WG_CMD_SET_DEVICE, 1);
-    let mut name = iface.as_bytes().to_vec();
-    name.push(0);
-    m.attr(WGDEVICE_A_IFNAME, &name);
-    m.attr(WGDEVICE_A_PRIVATE_KEY, i.private_key.bytes());
-    m.attr(WGDEVICE_A_FLAGS, &WGDEVICE_F_REPLACE_PEERS.to_ne_bytes());
-    if let Some(p) = i.listen_port {
-        m.attr(WGDEVICE_A_LISTEN_PORT, &p.to_ne_bytes());
-    }
-    m.attr(WGDEVICE_A_FWMARK, &i.fwmark.unwrap_or(0).to_ne_bytes());
-    m.begin(WGDEVICE_A_PEERS);
-    for (n, p) in cfg.peers.iter().enumerate() {
-        m.begin(0);
-        m.attr(WGPEER_A_PUBLIC_KEY, p.public_key.bytes());
-        if let Some(psk) = &p.preshared_key {
-            m.attr(WGPEER_A_PRESHARED_KEY, psk.bytes());
-        }
-        m.attr(WGPEER_A_FLAGS, &WGPEER_F_REPLACE_ALLOWEDIPS.to_ne_bytes());
-        if let Some(Some(ep)) = endpoints.get(n) {
-            m.attr(WGPEER_A_ENDPOINT, &sockaddr(ep));
-        }
-        m.attr(
-            WGPEER_A_PERSISTENT_KEEPALIVE_INTERVAL,
-            &p.persistent_keepalive.unwrap_or(0).to_ne_bytes(),
-        );
-        m.begin(WGPEER_A_ALLOWEDIPS);
-        for a in &p.allowed_ips {
-            let net = a.network();
-            m.begin(0);
-            let (fam, bytes) = match net.addr() {
-                IpAddr::V4(v4) => (libc::AF_INET as u16, v4.octets().to_vec()),
-                IpAddr::V6(v6) => (libc::AF_INET6 as u16, v6.octets().to_vec()),
-            };
-            m.attr(WGALLOWEDIP_A_FAMILY, &fam.to_ne_bytes());
-            m.attr(WGALLOWEDIP_A_IPADDR, &bytes);
-            m.attr(WGALLOWEDIP_A_CIDR_MASK, &[net.prefix()]);
-            m.end();
-        }
-        m.end();
-        m.end();
-    }
-    m.end();
-    m.finish()
-}
-
-/// Attributes after the netlink and generic headers of a reply.
-fn attrs(msg: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
-    let mut rest = msg.get(20..).unwrap_or(&[]);
-    std::iter::from_fn(move || {
-        if rest.len() < 4 {
-            return None;
-        }
-        let len = usize::from(u16::from_ne_bytes([rest[0], rest[1]]));
-        let ty = u16::from_ne_bytes([rest[2], rest[3]]) & !NLA_F_NESTED;
-        if len < 4 || len > rest.len() {
-            return None;
-        }
-        let payload = &rest[4..len];
-        rest = &rest[len.next_multiple_of(4).min(rest.len())..];
-        Some((ty, payload))
-    })
-}
-
-/// Sends one request and returns the data replies, failing on a negative ack.
-fn transact(sock: &Socket, req: &[u8], op: &'static str) -> Result<Vec<Vec<u8>>, KernelError> {
-    let genl = |source| KernelError::Genl { op, source };
-    sock.send(req, 0).map_err(genl)?;
+/// Sends one request and waits for its ack, collecting the data replies.
+fn transact<T>(
+    sock: &Socket,
+    mut msg: NetlinkMessage<T>,
+    seq: u32,
+    dump: bool,
+    op: &str,
+) -> Result<Vec<T>, KernelError>
+where
+    T: NetlinkSerializable + netlink_packet_core::NetlinkDeserializable + std::fmt::Debug,
+{
+    let genl = |source| KernelError::Genl {
+        op: op.to_owned(),
+        source,
+    };
+    msg.header.flags = NLM_F_REQUEST | NLM_F_ACK | if dump { NLM_F_DUMP } else { 0 };
+    msg.header.sequence_number = seq;
+    msg.finalize();
+    let mut buf = vec![0u8; msg.buffer_len()];
+    msg.serialize(&mut buf);
+    sock.send(&buf, 0).map_err(genl)?;
     let mut data = Vec::new();
     loop {
-        let (buf, _) = sock.recv_from_full().map_err(genl)?;
-        let mut rest = &buf[..];
-        while rest.len() >= 16 {
-            let len = u32::from_ne_bytes(rest[0..4].try_into().expect("4 bytes")) as usize;
-            let ty = u16::from_ne_bytes([rest[4], rest[5]]);
-            if len < 16 || len > rest.len() {
-                return Err(genl(io::Error::other("malformed netlink reply")));
+        let (reply, _) = sock.recv_from_full().map_err(genl)?;
+        let mut rest = &reply[..];
+        while !rest.is_empty() {
+            let m = NetlinkMessage::<T>::deserialize(rest)
+                .map_err(|e| genl(io::Error::other(format!("malformed reply: {e}"))))?;
+            let len = (m.header.length as usize).max(16).next_multiple_of(4);
+            rest = rest.get(len..).unwrap_or(&[]);
+            if m.header.sequence_number != seq {
+                continue;
             }
-            let msg = &rest[..len];
-            if ty == NLMSG_ERROR {
-                let code = msg
-                    .get(16..20)
-                    .map(|b| i32::from_ne_bytes(b.try_into().expect("4 bytes")))
-                    .unwrap_or(-libc::EPROTO);
-                return if code == 0 {
-                    Ok(data)
-                } else {
-                    Err(genl(io::Error::from_raw_os_error(-code)))
-                };
+            match m.payload {
+                NetlinkPayload::Error(e) => {
+                    return match e.code {
+                        None => Ok(data),
+                        Some(code) => Err(genl(io::Error::from_raw_os_error(-code.get()))),
+                    };
+                }
+                NetlinkPayload::InnerMessage(i) => data.push(i),
+                NetlinkPayload::Done(_) => return Ok(data),
+                _ => {}
             }
-            data.push(msg.to_vec());
-            rest = &rest[len.next_multiple_of(4).min(rest.len())..];
         }
     }
 }
 
-/// Configures the kernel device `iface` like `wg setconf`.
+/// Opens a generic-netlink socket in `ns` (the device's namespace: WireGuard's API finds
+/// the device by name in the socket's namespace), or in the calling thread's.
+fn genl_socket(iface: &str, ns: Option<&File>) -> Result<Socket, KernelError> {
+    let open = || -> io::Result<Socket> {
+        let mut s = Socket::new(NETLINK_GENERIC)?;
+        s.bind_auto()?;
+        s.connect(&NlAddr::new(0, 0))?;
+        Ok(s)
+    };
+    match ns {
+        None => open(),
+        Some(f) => crate::netns::run_in(f, open).map_err(|source| KernelError::Netns {
+            iface: iface.to_owned(),
+            source,
+        })?,
+    }
+    .map_err(KernelError::Socket)
+}
+
+/// The generic-netlink family id of WireGuard; `NoModule` when the kernel has none.
+fn family(sock: &Socket) -> Result<u16, KernelError> {
+    let q = GenlMessage::from_payload(GenlCtrl {
+        cmd: GenlCtrlCmd::GetFamily,
+        nlas: vec![GenlCtrlAttrs::FamilyName("wireguard".to_owned())],
+    });
+    let replies = match transact(
+        sock,
+        NetlinkMessage::new(NetlinkHeader::default(), NetlinkPayload::from(q)),
+        1,
+        false,
+        "cannot find the WireGuard netlink family",
+    ) {
+        Err(KernelError::Genl { source, .. }) if source.raw_os_error() == Some(libc::ENOENT) => {
+            return Err(KernelError::NoModule);
+        }
+        r => r?,
+    };
+    replies
+        .iter()
+        .flat_map(|r| &r.payload.nlas)
+        .find_map(|a| match a {
+            GenlCtrlAttrs::FamilyId(id) => Some(*id),
+            _ => None,
+        })
+        .ok_or(KernelError::NoModule)
+}
+
+/// Configures the kernel device `iface` (in `ns`, else in the calling thread's
+/// namespace) like `wg setconf`, in as many messages as it takes. A refused message
+/// fails the whole call; the caller deletes the device (rollback), so a half-applied
+/// configuration never carries traffic.
 pub fn configure(
     iface: &str,
+    ns: Option<&File>,
     cfg: &WgConfig,
     endpoints: &[Option<SocketAddr>],
 ) -> Result<(), KernelError> {
-    let sock = Socket::new(NETLINK_GENERIC).map_err(KernelError::Socket)?;
-    sock.connect(&NlAddr::new(0, 0))
-        .map_err(KernelError::Socket)?;
-    let mut q = Msg::new(GENL_ID_CTRL, CTRL_CMD_GETFAMILY, 1);
-    q.attr(CTRL_ATTR_FAMILY_NAME, b"wireguard\0");
-    let replies = transact(
-        &sock,
-        &q.finish(),
-        "cannot find the WireGuard netlink family",
-    )?;
-    let family = replies
-        .iter()
-        .flat_map(|r| attrs(r))
-        .find(|(t, p)| *t == CTRL_ATTR_FAMILY_ID && p.len() >= 2)
-        .map(|(_, p)| u16::from_ne_bytes([p[0], p[1]]))
-        .ok_or(KernelError::NoModule)?;
-    transact(
-        &sock,
-        &set_device(family, iface, cfg, endpoints),
-        "the kernel refused the WireGuard configuration",
-    )?;
+    let sock = genl_socket(iface, ns)?;
+    let family = family(&sock)?;
+    let msgs = split::set_device(iface, cfg, endpoints, split::MAX_MESSAGE);
+    let total = msgs.len();
+    for (n, m) in msgs.into_iter().enumerate() {
+        let mut genl: GenlMessage<WireguardMessage> = GenlMessage::from_payload(m);
+        genl.set_resolved_family_id(family);
+        let msg = NetlinkMessage::new(NetlinkHeader::default(), NetlinkPayload::from(genl));
+        let op = format!(
+            "the kernel refused part {} of {total} of the WireGuard configuration of {iface}",
+            n + 1
+        );
+        transact(&sock, msg, 2 + n as u32, false, &op)?;
+    }
     Ok(())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::wireguard::parse;
-    use std::path::Path;
-
-    #[test]
-    fn set_device_layout() {
-        let text = "[Interface]\nPrivateKey = yAnz5TF+lXXJte14tji3zlMNq+hd2rYUIgJBgB3fBmk=\n\
-                    ListenPort = 51820\n\
-                    [Peer]\nPublicKey = xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg=\n\
-                    AllowedIPs = 203.0.113.7/24\n";
-        let cfg = parse::parse(Path::new("t.conf"), text).unwrap();
-        let ep: SocketAddr = "198.51.100.2:51820".parse().unwrap();
-        let msg = set_device(0x20, "wg0", &cfg, &[Some(ep)]);
-        assert_eq!(msg.len() % 4, 0);
-        assert_eq!(
-            u32::from_ne_bytes(msg[0..4].try_into().unwrap()) as usize,
-            msg.len()
-        );
-        assert_eq!(u16::from_ne_bytes([msg[4], msg[5]]), 0x20);
-        assert_eq!(msg[16], WG_CMD_SET_DEVICE);
-        let top: Vec<(u16, Vec<u8>)> = attrs(&msg).map(|(t, p)| (t, p.to_vec())).collect();
-        let types: Vec<u16> = top.iter().map(|(t, _)| *t).collect();
-        assert_eq!(
-            types,
-            [
-                WGDEVICE_A_IFNAME,
-                WGDEVICE_A_PRIVATE_KEY,
-                WGDEVICE_A_FLAGS,
-                WGDEVICE_A_LISTEN_PORT,
-                WGDEVICE_A_FWMARK,
-                WGDEVICE_A_PEERS
-            ]
-        );
-        assert_eq!(top[0].1, b"wg0\0");
-        assert_eq!(top[3].1, 51820u16.to_ne_bytes());
-        // The masked allowed IP is inside the peers nest.
-        let peers = &top[5].1;
-        assert!(peers.windows(4).any(|w| w == [203, 0, 113, 0]));
-        assert!(peers.windows(2).any(|w| w == 51820u16.to_be_bytes()));
-    }
+/// The device `iface` as the kernel reports it (`wg show`): a dump of one or more
+/// messages, from a socket in `ns` (the device's namespace).
+pub fn get_device(iface: &str, ns: Option<&File>) -> Result<Vec<WireguardMessage>, KernelError> {
+    let sock = genl_socket(iface, ns)?;
+    let family = family(&sock)?;
+    let mut genl = GenlMessage::from_payload(WireguardMessage {
+        cmd: netlink_packet_wireguard::WireguardCmd::GetDevice,
+        attributes: vec![netlink_packet_wireguard::WireguardAttribute::IfName(
+            iface.to_owned(),
+        )],
+    });
+    genl.set_resolved_family_id(family);
+    let msg = NetlinkMessage::new(NetlinkHeader::default(), NetlinkPayload::from(genl));
+    let op = format!("cannot read the WireGuard device {iface}");
+    Ok(transact(&sock, msg, 2, true, &op)?
+        .into_iter()
+        .map(|g| g.payload)
+        .collect())
 }

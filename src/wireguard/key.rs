@@ -34,9 +34,47 @@ impl Key {
         (n == KEY_LEN && acc == 0).then_some(Key(out))
     }
 
+    /// Decodes 64 lowercase or uppercase hex digits (the UAPI wire format).
+    pub fn from_hex(s: &str) -> Option<Key> {
+        let b = s.as_bytes();
+        if b.len() != KEY_LEN * 2 {
+            return None;
+        }
+        let mut out = [0u8; KEY_LEN];
+        for (o, pair) in out.iter_mut().zip(b.chunks_exact(2)) {
+            *o = (nibble(pair[0])? << 4) | nibble(pair[1])?;
+        }
+        Some(Key(out))
+    }
+
+    pub fn from_bytes(bytes: [u8; KEY_LEN]) -> Key {
+        Key(bytes)
+    }
+
+    /// Whether every byte is zero (how the UAPI removes a preshared key).
+    pub fn is_zero(&self) -> bool {
+        self.0.iter().all(|b| *b == 0)
+    }
+
     /// The raw key, for the kernel's netlink API.
     pub fn bytes(&self) -> &[u8; KEY_LEN] {
         &self.0
+    }
+
+    /// Standard base64, as `wg` prints keys (for public keys in status output).
+    pub fn to_base64(&self) -> String {
+        const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        let mut s = String::with_capacity(44);
+        for c in self.0.chunks(3) {
+            let v = (u32::from(c[0]) << 16)
+                | (u32::from(c.get(1).copied().unwrap_or(0)) << 8)
+                | u32::from(c.get(2).copied().unwrap_or(0));
+            for k in 0..=c.len() {
+                s.push(char::from(A[((v >> (18 - 6 * k)) & 63) as usize]));
+            }
+        }
+        s.push('=');
+        s
     }
 
     pub fn to_hex(&self) -> String {
@@ -50,6 +88,15 @@ impl Key {
 }
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
+
+fn nibble(c: u8) -> Option<u8> {
+    match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        b'A'..=b'F' => Some(c - b'A' + 10),
+        _ => None,
+    }
+}
 
 fn sextet(c: u8) -> Option<u8> {
     match c {
@@ -85,6 +132,14 @@ mod tests {
     // Generated with `wg genkey` / `wg pubkey`; not used anywhere.
     const PRIV: &str = "yAnz5TF+lXXJte14tji3zlMNq+hd2rYUIgJBgB3fBmk=";
     const PRIV_HEX: &str = "c809f3e5317e9575c9b5ed78b638b7ce530dabe85ddab614220241801ddf0669";
+
+    #[test]
+    fn base64_round_trip() {
+        let k = Key::from_base64(PRIV).unwrap();
+        assert_eq!(k.to_base64(), PRIV);
+        assert_eq!(Key::from_hex(PRIV_HEX).unwrap(), k);
+        assert!(Key::from_hex("zz").is_none());
+    }
 
     #[test]
     fn decodes_to_hex() {

@@ -73,6 +73,8 @@ pub struct WgServerSpec<'a> {
     /// (address on lo, reply)
     pub services: &'a [(&'a str, &'a str)],
     pub psk: Option<&'a str>,
+    /// Run vpn-ns's built-in data plane (`vpn-ns wg-builtin`) instead of wireguard-go.
+    pub builtin: bool,
 }
 
 /// Writes a mode-600 file in the test directory.
@@ -115,9 +117,32 @@ pub fn start_wg_server(sb: &Sandbox, s: &WgServerSpec, client_pub: &str) -> WgSe
 
     let keys = genkeys();
     let mut procs = Vec::new();
-    let mut cmd = sb.ns_cmd(&ns, "wireguard-go");
-    cmd.env(USERSPACE_ENV, "1").args(["-f", &dev]);
-    procs.push(sb.spawn(&format!("wireguard-go-{ns}"), cmd));
+    if s.builtin {
+        // Started inside srvN (tun and UDP socket there), configured first over stdin
+        // and then, like wireguard-go, over its UAPI socket by `wg set` below.
+        let conf = write_secret(
+            sb,
+            &format!("{ns}.uapi"),
+            &format!(
+                "set=1\nprivate_key={}\nlisten_port={WG_PORT}\n",
+                key_hex(&keys.private)
+            ),
+        );
+        let mut cmd = sb.ns_cmd(&ns, "sh");
+        cmd.args([
+            "-c",
+            &format!(
+                "exec {} wg-builtin {dev} < {}",
+                crate::vpn_ns_bin(),
+                conf.display()
+            ),
+        ]);
+        procs.push(sb.spawn(&format!("wg-builtin-{ns}"), cmd));
+    } else {
+        let mut cmd = sb.ns_cmd(&ns, "wireguard-go");
+        cmd.env(USERSPACE_ENV, "1").args(["-f", &dev]);
+        procs.push(sb.spawn(&format!("wireguard-go-{ns}"), cmd));
+    }
     let sock = format!("/run/wireguard/{dev}.sock");
     expect_ok(wait_until(WG_SETTLE, || {
         if sb.exists(&sock) {
@@ -188,4 +213,46 @@ pub fn wireguard_go_pids(word: &str) -> Vec<u32> {
         }
     }
     v
+}
+
+/// Pids of `vpn-ns wg-builtin` processes (anywhere on the machine) serving `iface`.
+pub fn builtin_pids(iface: &str) -> Vec<u32> {
+    let mut v = Vec::new();
+    for e in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        if let Ok(c) = std::fs::read(format!("/proc/{pid}/cmdline")) {
+            let args: Vec<&[u8]> = c.split(|b| *b == 0).filter(|a| !a.is_empty()).collect();
+            if args.get(1) == Some(&b"wg-builtin".as_slice())
+                && args.last() == Some(&iface.as_bytes())
+            {
+                v.push(pid);
+            }
+        }
+    }
+    v
+}
+
+/// A base64 key as the 64 hex digits of the UAPI wire.
+pub fn key_hex(b64: &str) -> String {
+    let mut bits: u32 = 0;
+    let mut n = 0;
+    let mut out = String::new();
+    for c in b64.bytes().take_while(|c| *c != b'=') {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            _ => 63,
+        };
+        bits = (bits << 6) | u32::from(v);
+        n += 6;
+        if n >= 8 {
+            n -= 8;
+            out.push_str(&format!("{:02x}", (bits >> n) & 0xff));
+        }
+    }
+    out
 }
