@@ -59,7 +59,7 @@ build_and_run() {
 }
 test_args=("$@")
 # The only #[ignore]d tests need the WireGuard kernel module: run them where it exists.
-if [ -d /sys/module/wireguard ] || modprobe -q wireguard 2>/dev/null; then
+if [ -d /sys/module/wireguard ] || modprobe -n -q wireguard 2>/dev/null; then
     test_args+=(--include-ignored)
 fi
 
