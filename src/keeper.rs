@@ -119,11 +119,14 @@ pub fn spawn(conn: &Connection) -> Result<ProcId, KeeperError> {
     }
     // SAFETY: setsid and close_range are async-signal-safe system calls. The keeper
     // must not hold any descriptor of whoever started it: an inherited tun fd (the
-    // hook runs as OpenVPN's child) would keep a dead VPN's device alive.
+    // hook runs as OpenVPN's child) would keep a dead VPN's device alive. Marked
+    // close-on-exec rather than closed, so std's exec-status pipe still reports a
+    // failed exec (and spawn returns only once the keeper's exec has happened).
     unsafe {
         cmd.pre_exec(|| {
             nix::unistd::setsid()?;
-            if libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) < 0 {
+            let cloexec = libc::CLOSE_RANGE_CLOEXEC;
+            if libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, cloexec) < 0 {
                 return Err(io::Error::last_os_error());
             }
             Ok(())
