@@ -139,6 +139,12 @@ the failed ones."
         #[arg(value_name = "CONN")]
         conn: String,
     },
+    /// The connection's keeper (started by up, ended by down; not for direct use)
+    #[command(hide = true)]
+    Keeper {
+        #[arg(value_name = "CONN")]
+        conn: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -5,6 +5,7 @@ mod check;
 mod down;
 mod exec;
 mod hook;
+mod keeper;
 mod nm;
 mod plain;
 mod probe;
@@ -54,6 +55,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::List => status::list(&cli.global),
         Command::Verify { conn } => verify::verify(&cli.global, conn),
         Command::WgBuiltin { netns, iface } => wg_inplace::serve(netns.as_deref(), iface),
+        Command::Keeper { conn } => keeper::run(&cli.global, conn),
     }
 }
 

@@ -19,6 +19,9 @@ fn state(up: bool) -> State {
         vpn_pid: Some(4242),
         since: 0,
         creating: false,
+        vpn_start: None,
+        keeper: None,
+        vpn_gone: None,
     }
 }
 
@@ -174,6 +177,8 @@ fn conn(name: &str, st: StateKind) -> ConnStatus {
         up_since: Some(rfc3339(1000)),
         since: Some(1000),
         wireguard_peers: None,
+        keeper: None,
+        vpn_gone: None,
         vpn_pid: Some(4242),
         persistent: false,
         isolated: true,

@@ -49,6 +49,7 @@ pub async fn down_with(
             was_up: false,
         });
     };
+    crate::keeper::stop(&st);
     let host = netns::current().map_err(|source| LifecycleError::OpenNetns {
         ns: st.netns.clone(),
         source,
@@ -127,6 +128,8 @@ pub async fn down_with(
         kept.up = false;
         kept.device = None;
         kept.vpn_pid = None;
+        kept.vpn_start = None;
+        kept.keeper = None;
         kept.creating = false;
         fault::point("down:before-state-keep");
         state::save(&kept)?;

@@ -23,8 +23,8 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 use super::device::Device;
 use super::server::Server;
 use super::{BuiltinError, request, tun};
+use crate::procs::PidFd;
 use crate::spec::{InterfaceName, NetnsName};
-use crate::wireguard::device::PidFd;
 
 /// The hidden subcommand's name.
 pub const SUBCOMMAND: &str = "wg-builtin";
@@ -261,7 +261,9 @@ fn handshake(
     log: &Path,
     timeout: Duration,
 ) -> Result<(), BuiltinError> {
-    let pidfd = PidFd::open(child.id())
+    // The child is ours and not yet reaped, so its pid cannot have been reused.
+    let pidfd = PidFd::open_pid(child.id())
+        .and_then(|p| p.ok_or_else(|| std::io::Error::from_raw_os_error(libc::ESRCH)))
         .map_err(BuiltinError::io("cannot watch", "the built-in WireGuard"))?;
     let mut stdin = child.stdin.take().expect("piped stdin");
     // A child that died early closes the pipe: the wait below reports why.
