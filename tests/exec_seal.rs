@@ -214,6 +214,23 @@ fn exec_runs_on_its_own_terminal_without_roots_descriptors() {
     assert!(!run.injected.contains("PWNED"), "{:?}", run.injected);
     assert!(run.output.contains("fd7=closed"), "{}", run.output);
 
+    // Started as a background job (timeout(1) runs it in a process group of its own, not
+    // the terminal's foreground group): vpn-ns must not stop on SIGTTOU/SIGTTIN.
+    let bg = format!(
+        "timeout -s KILL 20 nsenter --target {} --net --mount -- {} --config-dir {} \
+         exec -u {} work -- echo bg-ran; echo bg-status=$?",
+        sb.pid(),
+        vpn_ns_bin(),
+        sb.config_dir().display(),
+        u.name
+    );
+    let mut c = Command::new("sh");
+    c.args(["-c", &bg]);
+    let run = run_on_pty(c, &f7);
+    assert!(run.output.contains("bg-ran"), "{}", run.output);
+    assert!(run.output.contains("bg-status=0"), "{}", run.output);
+    assert_eq!(run.lflag.0, run.lflag.1, "terminal modes changed");
+
     // No terminal on stdin/stdout/stderr: a new session without a controlling terminal,
     // although vpn-ns itself has one.
     let p = nix::pty::openpty(None, None).unwrap();
