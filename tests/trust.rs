@@ -1,9 +1,10 @@
 //! Nothing vpn-ns did not create is trusted (issue 19): directories it writes into or
 //! binds from must be root's alone, temp files are never followed through a planted
 //! symlink, exec binds only the files vpn-ns writes, a namespace admin's DNS files are
-//! kept, and with netns-isolate = false a pushed route set that would take over the
-//! host's routing is refused. The real binary runs as OpenVPN's `--up`/`--down` hook
-//! with a realistic environment in a sandbox.
+//! kept, with netns-isolate = false a pushed route set that would take over the
+//! host's routing is refused, and a setuid-root install (whose caller controls what
+//! vpn-ns trusts from root) is refused. The real binary runs as OpenVPN's
+//! `--up`/`--down` hook with a realistic environment in a sandbox.
 
 use vpn_ns_testkit as common;
 
@@ -280,4 +281,42 @@ fn without_isolation_routes_that_take_over_the_host_are_refused() {
         "{}",
         host_routes(&sb)
     );
+}
+
+#[test]
+fn setuid_root_install_is_refused() {
+    if !require_root("setuid_root_install_is_refused") {
+        return;
+    }
+    let u = TestUser::create();
+    let sb = Sandbox::new("seal-setuid");
+    let bin = u.owned_dir(&sb, "bin");
+    fs::set_permissions(&bin, fs::Permissions::from_mode(0o755)).unwrap();
+    std::os::unix::fs::chown(&bin, Some(0), Some(0)).unwrap();
+    let copy = bin.join("vpn-ns");
+    fs::copy(vpn_ns_bin(), &copy).unwrap();
+    fs::set_permissions(&copy, fs::Permissions::from_mode(0o4755)).unwrap();
+    let conf = u.owned_dir(&sb, "user-conf");
+    fs::write(conf.join("work.toml"), "type = \"openvpn\"\n").unwrap();
+    let mut c = sb.cmd("setpriv");
+    c.args([
+        &format!("--reuid={}", u.uid),
+        &format!("--regid={}", u.gid),
+        "--clear-groups",
+        "--",
+    ])
+    .arg(&copy)
+    .arg("--config-dir")
+    .arg(&conf)
+    .args(["exec", "-u", "root", "work", "--", "id", "-u"])
+    .env("SUDO_UID", "0");
+    let o = output(c);
+    let err = text(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(o.stdout.is_empty(), "{}", text(&o.stdout));
+    assert!(
+        err.contains("setuid") && err.contains("sudo, pkexec or doas"),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "{err}");
 }

@@ -71,6 +71,11 @@ pub fn build(
         if runtime_uid(&v).is_some_and(|u| u != t.uid) {
             continue;
         }
+        // Only /run/user/<uid> is replaced by the private runtime directory inside; a
+        // runtime directory elsewhere would hand over every socket in it.
+        if k == "XDG_RUNTIME_DIR" && Path::new(&v) != Path::new(&format!("/run/user/{}", t.uid)) {
+            continue;
+        }
         env.push((k, v));
     }
     let has = |env: &[(OsString, OsString)], k: &str| env.iter().any(|(e, _)| e == k);
@@ -224,6 +229,16 @@ mod tests {
         );
         let (_, w) = build(inv, &al(), SessionBus::Full, all);
         assert!(w.iter().any(|w| w.contains("way around the VPN")));
+    }
+
+    #[test]
+    fn a_runtime_dir_outside_run_user_is_not_passed() {
+        let inv = pairs(&[("XDG_RUNTIME_DIR", "/tmp/xdg-al")]);
+        let (env, _) = build(inv, &al(), SessionBus::None, |_| false);
+        assert_eq!(get(&env, "XDG_RUNTIME_DIR"), None);
+        let inv = pairs(&[("XDG_RUNTIME_DIR", "/run/user/1000")]);
+        let (env, _) = build(inv, &al(), SessionBus::None, |_| false);
+        assert_eq!(get(&env, "XDG_RUNTIME_DIR"), Some("/run/user/1000"));
     }
 
     #[test]

@@ -10,7 +10,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use anyhow::Context as _;
 use nix::mount::{MsFlags, mount};
 use nix::sched::CloneFlags;
-use nix::sys::signal::{SigSet, SigmaskHow, Signal, kill, sigprocmask};
+use nix::sys::signal::{Signal, kill};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::{ForkResult, Pid};
 
@@ -113,11 +113,7 @@ fn init(p: &Program) -> anyhow::Result<u8> {
 /// In the command's process: its terminal (or none), no inherited descriptors, default
 /// signal handling, then execve. Never returns.
 fn exec_program(p: &Program) -> ! {
-    let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
-    // Rust ignores SIGPIPE for itself; an ignored signal would stay ignored across exec.
-    // SAFETY: restoring the default disposition installs no handler.
-    let _ =
-        unsafe { nix::sys::signal::signal(Signal::SIGPIPE, nix::sys::signal::SigHandler::SigDfl) };
+    relay::default_signals();
     if let Some((slave, ttys)) = p.slave {
         // A session of its own with the new pty as controlling terminal.
         let ok = nix::unistd::setsid().is_ok()

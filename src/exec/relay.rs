@@ -37,6 +37,8 @@ pub fn handled() -> SigSet {
     }
     s.add(Signal::SIGCHLD);
     s.add(Signal::SIGWINCH);
+    // `fg` continues a job with SIGCONT: the moment to take the terminal over.
+    s.add(Signal::SIGCONT);
     s
 }
 
@@ -44,10 +46,17 @@ pub fn is_forwarded(sig: Signal) -> bool {
     FORWARDED.contains(&sig)
 }
 
-/// Blocks `handled()` and returns a signalfd for it.
+/// Blocks `handled()` and returns a signalfd for it. Also ignores SIGTTOU and SIGTTIN:
+/// started in the background (`vpn-ns exec work firefox &`), vpn-ns must not be
+/// stopped for writing the command's output or restoring the terminal.
 pub fn block_signals() -> anyhow::Result<SignalFd> {
     let set = handled();
     sigprocmask(SigmaskHow::SIG_BLOCK, Some(&set), None).context("cannot block signals")?;
+    for sig in [Signal::SIGTTOU, Signal::SIGTTIN] {
+        // SAFETY: installs SIG_IGN, no handler code.
+        unsafe { nix::sys::signal::signal(sig, nix::sys::signal::SigHandler::SigIgn) }
+            .context("cannot ignore terminal stop signals")?;
+    }
     SignalFd::with_flags(&set, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
         .context("cannot create a signalfd")
 }
@@ -109,31 +118,61 @@ pub fn open() -> anyhow::Result<Option<Pty>> {
     }))
 }
 
-/// Puts the invoker's terminal (stdin) in raw mode: every key goes to the command's
-/// terminal, which does its own line editing and signal generation.
-/// Restores the saved modes on drop.
-pub struct RawMode(Option<Termios>);
+/// Signal handling as a fresh program expects it: nothing blocked, SIGPIPE (which Rust
+/// ignores) and the terminal stop signals (ignored above) back to their defaults. An
+/// ignored signal would stay ignored across exec.
+pub fn default_signals() {
+    let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
+    for sig in [Signal::SIGPIPE, Signal::SIGTTOU, Signal::SIGTTIN] {
+        // SAFETY: restoring the default disposition installs no handler.
+        let _ = unsafe { nix::sys::signal::signal(sig, nix::sys::signal::SigHandler::SigDfl) };
+    }
+}
+
+/// Whether vpn-ns's process group owns the terminal on stdin (not a background job).
+fn foreground() -> bool {
+    nix::unistd::tcgetpgrp(std_fd(0)).is_ok_and(|p| p == nix::unistd::getpgrp())
+}
+
+/// The invoker's terminal (stdin) in raw mode while vpn-ns is in the foreground: every
+/// key goes to the command's terminal, which does its own line editing and signal
+/// generation. A background vpn-ns leaves the terminal alone and reads nothing from
+/// it. Restores the saved modes on drop.
+pub struct RawMode {
+    saved: Option<Termios>,
+    active: bool,
+}
 
 impl RawMode {
-    pub fn enter(ttys: Ttys) -> RawMode {
-        if !ttys[0] {
-            return RawMode(None);
+    pub fn new(ttys: Ttys) -> RawMode {
+        let saved = ttys[0]
+            .then(|| termios::tcgetattr(std_fd(0)).ok())
+            .flatten();
+        RawMode {
+            saved,
+            active: false,
         }
-        let Ok(saved) = termios::tcgetattr(std_fd(0)) else {
-            return RawMode(None);
+    }
+
+    /// Enters raw mode when vpn-ns has come to the foreground; returns whether it is
+    /// there (and so may read the terminal).
+    pub fn update(&mut self) -> bool {
+        let Some(saved) = &self.saved else {
+            return false;
         };
-        let mut raw = saved.clone();
-        termios::cfmakeraw(&mut raw);
-        if termios::tcsetattr(std_fd(0), SetArg::TCSADRAIN, &raw).is_err() {
-            return RawMode(None);
+        let fg = foreground();
+        if fg && !self.active {
+            let mut raw = saved.clone();
+            termios::cfmakeraw(&mut raw);
+            self.active = termios::tcsetattr(std_fd(0), SetArg::TCSADRAIN, &raw).is_ok();
         }
-        RawMode(Some(saved))
+        fg
     }
 }
 
 impl Drop for RawMode {
     fn drop(&mut self) {
-        if let Some(saved) = &self.0 {
+        if let (Some(saved), true) = (&self.saved, self.active) {
             let _ = termios::tcsetattr(std_fd(0), SetArg::TCSADRAIN, saved);
         }
     }
@@ -171,7 +210,7 @@ pub fn run(pty: Option<Pty>, signals: SignalFd, child: Pid) -> anyhow::Result<u8
     if let Some(m) = &master {
         fcntl(m, FcntlArg::F_SETFL(OFlag::O_NONBLOCK)).context("cannot set O_NONBLOCK")?;
     }
-    let _raw = RawMode::enter(ttys);
+    let mut raw = RawMode::new(ttys);
     let out = std_fd(if ttys[1] { 1 } else { 2 });
     let winsize_src = ttys.iter().position(|t| *t).map(|i| std_fd(i as i32));
     let mut stdin_open = master.is_some() && ttys[0];
@@ -183,6 +222,7 @@ pub fn run(pty: Option<Pty>, signals: SignalFd, child: Pid) -> anyhow::Result<u8
         if status.is_some() && !master_open {
             break;
         }
+        let in_front = raw.update();
         let mut fds = vec![PollFd::new(signals.as_fd(), PollFlags::POLLIN)];
         let mi = master.as_ref().filter(|_| master_open).map(|m| {
             let mut ev = PollFlags::POLLIN;
@@ -192,7 +232,7 @@ pub fn run(pty: Option<Pty>, signals: SignalFd, child: Pid) -> anyhow::Result<u8
             fds.push(PollFd::new(m.as_fd(), ev));
             fds.len() - 1
         });
-        let si = (stdin_open && pending.len() < buf.len()).then(|| {
+        let si = (in_front && stdin_open && pending.len() < buf.len()).then(|| {
             fds.push(PollFd::new(std_fd(0), PollFlags::POLLIN));
             fds.len() - 1
         });

@@ -264,11 +264,7 @@ fn start_proxy(
     // SAFETY: single-threaded (checked by enter); the child only execs or exits.
     match unsafe { nix::unistd::fork() }.context("cannot fork the proxy")? {
         ForkResult::Child => {
-            let _ = nix::sys::signal::sigprocmask(
-                nix::sys::signal::SigmaskHow::SIG_SETMASK,
-                Some(&nix::sys::signal::SigSet::empty()),
-                None,
-            );
+            super::relay::default_signals();
             let keep = [real_fd, wr_fd];
             for fd in keep {
                 // SAFETY: clears FD_CLOEXEC on a descriptor this process owns.
