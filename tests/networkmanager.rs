@@ -547,13 +547,14 @@ fn an_nm_id_equal_to_a_vpn_ns_openvpn_connection_is_not_touched() {
 
     let c = l.nm.import_openvpn(&l.sb, "corp");
     nm_up(&l, &c);
-    assert_eq!(l.nm.hook_codes("vpn-pre-up", &c.uuid), [2]);
-    assert!(l.nm.hook_log_text().contains("which vpn-ns runs itself"));
     nm_down(&l, &c);
-    assert_eq!(l.nm.hook_codes("vpn-down", &c.uuid), [0]);
     assert!(ours.is_running(), "vpn-ns's own OpenVPN must keep running");
     assert_sealed(&l.sb, "corp", &tun);
     assert_service_inside(&l.sb, "corp");
+    // Refused on the way up (exit 2, saying why), left alone on the way down.
+    assert_eq!(l.nm.hook_codes("vpn-pre-up", &c.uuid), [2]);
+    assert!(l.nm.hook_log_text().contains("which vpn-ns runs itself"));
+    assert_eq!(l.nm.hook_codes("vpn-down", &c.uuid), [0]);
     expect_ok(ours.stop().map(|_| ()));
     assert_gone(&l.sb, "corp", "corp");
 }
