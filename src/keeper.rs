@@ -132,6 +132,8 @@ pub fn spawn(conn: &Connection) -> Result<ProcId, KeeperError> {
             Ok(())
         });
     }
+    // Until it has read its record, a stop request must end the keeper at once.
+    crate::procs::unblock_signals_in_child(&mut cmd);
     let child = cmd.spawn().map_err(spawn_err)?;
     let pid = child.id();
     // Not waited for: the keeper outlives this command. Its identity is read before it

@@ -59,9 +59,10 @@ pub fn stat(pid: u32) -> Option<Stat> {
 impl ProcId {
     /// The identity of running process `pid` (`None`: gone or already dead).
     pub fn of(pid: u32) -> Option<ProcId> {
-        stat(pid)
-            .filter(|s| !s.is_dead())
-            .map(|s| ProcId { pid, start: s.start })
+        stat(pid).filter(|s| !s.is_dead()).map(|s| ProcId {
+            pid,
+            start: s.start,
+        })
     }
 
     /// This process.
@@ -159,6 +160,25 @@ impl PidFd {
         self.signal(libc::SIGKILL)?;
         self.wait_exit(Duration::from_secs(5));
         Ok(true)
+    }
+}
+
+/// Makes `cmd`'s process start with no signal blocked. A child inherits the signal
+/// mask across fork and exec, and std's spawn does not reset it: a program started
+/// while vpn-ns blocks SIGTERM (to take it from a signalfd or sigwait) would otherwise
+/// never see SIGTERM.
+pub fn unblock_signals_in_child(cmd: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: sigprocmask is async-signal-safe; nothing is allocated after fork.
+    unsafe {
+        cmd.pre_exec(|| {
+            nix::sys::signal::sigprocmask(
+                nix::sys::signal::SigmaskHow::SIG_SETMASK,
+                Some(&nix::sys::signal::SigSet::empty()),
+                None,
+            )
+            .map_err(io::Error::from)
+        });
     }
 }
 

@@ -94,7 +94,9 @@ fn alive(pid: u64) -> bool {
 fn keeper_pid(sb: &Sandbox, conn: &str) -> u64 {
     let st = state_json(sb, conn).expect("state");
     let k = &st["keeper"];
-    let pid = k["pid"].as_u64().unwrap_or_else(|| panic!("no keeper in {st}"));
+    let pid = k["pid"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no keeper in {st}"));
     let (_, start) = stat(pid).expect("keeper runs");
     assert_eq!(Some(start), k["start"].as_u64(), "recorded identity");
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).expect("cmdline");
@@ -272,7 +274,9 @@ fn a_zombie_openvpn_is_dead_and_up_starts_a_new_one() {
     sigkill(keeper);
     sigkill(pid);
     assert!(
-        time_until(Duration::from_secs(5), || stat(pid).is_some_and(|(s, _)| s == 'Z')).is_some(),
+        time_until(Duration::from_secs(5), || stat(pid)
+            .is_some_and(|(s, _)| s == 'Z'))
+        .is_some(),
         "OpenVPN {pid} must stay a zombie here: {:?}",
         stat(pid)
     );
@@ -391,4 +395,62 @@ fn wireguard_go_killed_is_taken_down_within_a_second() {
     );
     assert_taken_down(&sb, "kwg", pid, false);
     assert!(!sb.exists("/run/wireguard/kwg0.sock"));
+}
+
+#[test]
+fn foreground_up_acts_on_a_sigterm_that_arrives_during_start_up() {
+    if !require_root("foreground_up_acts_on_a_sigterm_that_arrives_during_start_up") {
+        return;
+    }
+    let sb = Sandbox::new("keeper-fg-race");
+    let _srv = sb.start_server(&ServerOptions::default());
+    let config = client_config(&sb, "kf");
+    openvpn_conn(&sb, "kf", Some(&config), "");
+    let needle = config.display().to_string();
+    // From "before anything started" to "OpenVPN is connecting": each SIGTERM must
+    // end the whole thing, with nothing left running or configured.
+    for delay_ms in [0u64, 2, 5, 10, 20, 40, 80, 160] {
+        let mut cmd = sb.vpn_ns();
+        cmd.arg("--config-dir")
+            .arg(sb.config_dir())
+            .args(["up", "kf", "--foreground"]);
+        let mut fg = sb.spawn("foreground", cmd);
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        assert!(fg.signal(sys::SIGTERM));
+        let status = fg.wait_exit(Duration::from_secs(20));
+        assert!(
+            status.is_some(),
+            "delay {delay_ms} ms: vpn-ns --foreground did not exit after SIGTERM: {}",
+            fg.log_text()
+        );
+        let left = time_until(Duration::from_secs(5), || {
+            openvpn_with(&needle).is_empty() && !sb.netns_list().contains(&"kf".to_owned())
+        });
+        assert!(
+            left.is_some(),
+            "delay {delay_ms} ms: left behind: openvpn {:?}, namespaces {:?}\n{}",
+            openvpn_with(&needle),
+            sb.netns_list(),
+            fg.log_text()
+        );
+        assert!(state_json(&sb, "kf").is_none_or(|s| s["up"] == false));
+    }
+}
+
+/// Running (not zombie) OpenVPN processes started with `needle` on their command line.
+fn openvpn_with(needle: &str) -> Vec<u64> {
+    std::fs::read_dir("/proc")
+        .expect("/proc")
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u64>().ok())
+        .filter(|pid| alive(*pid))
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|c| {
+                    let c = String::from_utf8_lossy(&c);
+                    c.starts_with("openvpn") && c.contains(needle)
+                })
+                .unwrap_or(false)
+        })
+        .collect()
 }

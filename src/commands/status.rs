@@ -18,10 +18,10 @@ use crate::cli::GlobalArgs;
 use crate::commands::{UsageError, config_dir};
 use crate::config::{self, ConfigError, Connection, ConnectionType};
 use crate::dns;
-use crate::netns;
-use crate::spec::NetnsName;
 use crate::keeper::control::{self, Reply, Request};
+use crate::netns;
 use crate::procs;
+use crate::spec::NetnsName;
 use crate::state::{self, State};
 
 /// How long `status` waits for a keeper's answer.

@@ -85,7 +85,10 @@ fn block(c: &ConnStatus, now: u64) -> String {
     }
     if let Some(k) = &c.keeper {
         if k.running {
-            let rss = k.rss_kib.map(|r| format!(", RSS {r} KiB")).unwrap_or_default();
+            let rss = k
+                .rss_kib
+                .map(|r| format!(", RSS {r} KiB"))
+                .unwrap_or_default();
             row("keeper", format!("pid {}{rss}", k.pid));
             row("watching", k.watching.join(&format!("\n  {:<10} ", "")));
         } else {
@@ -98,7 +101,11 @@ fn block(c: &ConnStatus, now: u64) -> String {
             );
         }
         if let Some(t) = &k.lease_expires {
-            let state = if k.lease_expired { " (EXPIRED: address removed)" } else { "" };
+            let state = if k.lease_expired {
+                " (EXPIRED: address removed)"
+            } else {
+                ""
+            };
             row("lease", format!("expires {t}{state}"));
         }
     }

@@ -151,7 +151,7 @@ fn foreground_signals() -> SigSet {
 
 fn openvpn(g: &GlobalArgs, conn: &Connection, foreground: bool) -> anyhow::Result<ExitCode> {
     // Blocked before anything starts, so a SIGTERM during start-up waits for the
-    // forwarding loop instead of being lost (children get a clean mask from spawn).
+    // forwarding loop instead of being lost (OpenVPN gets a clean mask at spawn).
     let signals = foreground.then(foreground_signals);
     if let Some(s) = &signals {
         s.thread_block().context("cannot block signals")?;
@@ -355,7 +355,12 @@ fn describe_status(s: ExitStatus) -> String {
 /// systemd). The stop signals were blocked before anything started; here they are
 /// taken one by one and passed on through a pidfd, so `systemctl stop`/`reload` reach
 /// OpenVPN however early they come.
-fn run_foreground(conn: &Connection, mut cmd: Command, signals: SigSet) -> anyhow::Result<ExitCode> {
+fn run_foreground(
+    conn: &Connection,
+    mut cmd: Command,
+    signals: SigSet,
+) -> anyhow::Result<ExitCode> {
+    procs::unblock_signals_in_child(&mut cmd);
     // Its own process group: a terminal's Ctrl-C reaches OpenVPN once, through us.
     let mut child = cmd
         .stdin(Stdio::null())

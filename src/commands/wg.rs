@@ -74,7 +74,7 @@ pub fn up(g: &GlobalArgs, conn_name: &str, foreground: bool) -> anyhow::Result<E
         tracing::warn!("{w}");
     }
     // Blocked before anything starts, so a SIGTERM during up is acted on once up is done
-    // (children get a clean mask from std's spawn).
+    // (children get a clean mask: `procs::unblock_signals_in_child`).
     let signals = if foreground {
         let mut s = SigSet::empty();
         for sig in [
@@ -119,6 +119,8 @@ pub fn up(g: &GlobalArgs, conn_name: &str, foreground: bool) -> anyhow::Result<E
             ))
             .into());
         }
+        // restore takes the lock itself (a second flock of ours would wait forever).
+        drop(lock);
         crate::keeper::restore(&conn).with_context(|| format!("connection {conn_name}"))?;
         tracing::info!("{conn_name}: already up ({dev} in namespace {})", st.netns);
         return Ok(ExitCode::SUCCESS);

@@ -76,8 +76,7 @@ pub fn query(conn: &str, req: &Request, timeout: Duration) -> Result<Reply, Keep
     s.set_write_timeout(Some(timeout)).map_err(err)?;
     write_line(&s, req).map_err(err)?;
     let line = read_line(&s).map_err(err)?;
-    serde_json::from_str(&line)
-        .map_err(|e| err(io::Error::new(io::ErrorKind::InvalidData, e)))
+    serde_json::from_str(&line).map_err(|e| err(io::Error::new(io::ErrorKind::InvalidData, e)))
 }
 
 #[cfg(test)]

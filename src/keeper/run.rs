@@ -13,7 +13,7 @@ use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 
 use super::control::{self, KeeperStatus, Reply, Request};
-use super::dhcp::{self, Renewal};
+use super::dhcp::Renewal;
 use super::links::{LinkEvent, LinkWatch};
 use super::{KeeperError, socket_path};
 use crate::config::Connection;
@@ -80,18 +80,21 @@ pub fn run(conn: &Connection, take_down: TakeDown<'_>) -> Result<(), KeeperError
         .map_err(|e| watch_err("cannot create a signalfd")(e.into()))?;
     let (vpn, gone) = watch_vpn(&st).map_err(watch_err("cannot watch the VPN process"))?;
     let ns = if st.isolated {
-        Some(netns::open(&st.netns).map_err(|e| watch_err("cannot open the namespace")(io::Error::other(e)))?)
+        Some(
+            netns::open(&st.netns)
+                .map_err(|e| watch_err("cannot open the namespace")(io::Error::other(e)))?,
+        )
     } else {
         None
     };
     let link = match &st.device {
-        Some(dev) => Some(
-            LinkWatch::open(ns.as_ref(), dev).map_err(watch_err("cannot watch the device"))?,
-        ),
+        Some(dev) => {
+            Some(LinkWatch::open(ns.as_ref(), dev).map_err(watch_err("cannot watch the device"))?)
+        }
         None => None,
     };
     let listener = listen(&conn.name)?;
-    let dhcp = dhcp::Renewal::load(conn, &st).map_err(watch_err("cannot load the DHCP lease"))?;
+    let dhcp = Renewal::load(conn, &st).map_err(watch_err("cannot load the DHCP lease"))?;
     let mut k = Keeper {
         conn,
         me,
@@ -160,7 +163,8 @@ fn listen(conn: &str) -> Result<UnixListener, KeeperError> {
     let l = UnixListener::bind(&path).map_err(io_err("cannot bind"))?;
     fs::set_permissions(&path, fs::Permissions::from_mode(0o600))
         .map_err(io_err("cannot restrict"))?;
-    l.set_nonblocking(true).map_err(io_err("cannot configure"))?;
+    l.set_nonblocking(true)
+        .map_err(io_err("cannot configure"))?;
     Ok(l)
 }
 
@@ -180,7 +184,10 @@ impl Keeper<'_> {
         if let Some(d) = &self.dhcp {
             w.push(d.describe());
         }
-        w.push(format!("control socket {}", socket_path(&self.conn.name).display()));
+        w.push(format!(
+            "control socket {}",
+            socket_path(&self.conn.name).display()
+        ));
         w
     }
 
@@ -234,7 +241,7 @@ impl Keeper<'_> {
             let dhcp_due = dhcp_at.is_some_and(|i| w.is(i)) || w == Wake::Deadline;
             if dhcp_due && let Some(d) = &mut self.dhcp {
                 let now = Instant::now();
-                if let Some(why) = d.on_wake(self.conn, self.ns.as_ref(), now) {
+                if let Some(why) = d.on_wake(self.ns.as_ref(), now) {
                     tracing::warn!("{}: {why}", self.conn.name);
                 }
             }

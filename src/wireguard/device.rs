@@ -129,7 +129,9 @@ pub fn start_userspace(
         iface: iface.to_owned(),
         source,
     };
-    let mut child = Command::new(program)
+    let mut cmd = Command::new(program);
+    crate::procs::unblock_signals_in_child(&mut cmd);
+    let mut child = cmd
         .arg("-f")
         .arg(iface)
         .env(USERSPACE_ENV, "1")
@@ -143,6 +145,8 @@ pub fn start_userspace(
     let pidfd = match PidFd::open_pid(child.id()) {
         Ok(Some(p)) => p,
         r => {
+            // No pidfd (out of descriptors?): std's kill of our own unreaped child,
+            // whose pid cannot have been reused.
             let _ = child.kill();
             let _ = child.wait();
             let e = r
@@ -224,7 +228,7 @@ pub fn start_userspace(
 fn stop_child(child: &mut Child, pidfd: &PidFd) {
     let _ = pidfd.signal(libc::SIGTERM);
     if !pidfd.wait_exit(Duration::from_secs(2)) {
-        let _ = child.kill();
+        let _ = pidfd.signal(libc::SIGKILL);
     }
     let _ = child.wait();
 }
