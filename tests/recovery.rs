@@ -38,7 +38,8 @@ fn assert_success(what: &str, out: &Output) {
     );
 }
 
-/// Connects `conn`, SIGKILLs its OpenVPN, and checks the stale record it leaves.
+/// Connects `conn`, SIGKILLs its keeper (so nothing watches it: tests/keeper.rs covers
+/// the keeper's own reaction) and then its OpenVPN, and checks the stale record left.
 fn connect_and_kill(sb: &Sandbox, conn: &str) -> u64 {
     let mut client = sb.start_client(conn, &ClientOptions::default());
     expect_ok(client.wait_connected(CONNECT));
@@ -50,6 +51,24 @@ fn connect_and_kill(sb: &Sandbox, conn: &str) -> u64 {
         "the state must record OpenVPN's pid {pid}: {st}"
     );
     let ino = sb.netns_inode(conn).expect("namespace");
+    let keeper = st
+        .split("\"keeper\"")
+        .nth(1)
+        .and_then(|k| k.split("\"pid\": ").nth(1))
+        .and_then(|p| p.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|p| p.parse::<u32>().ok())
+        .unwrap_or_else(|| panic!("no keeper recorded: {st}"));
+    assert!(
+        sys::send_signal(keeper, sys::SIGKILL),
+        "cannot SIGKILL the keeper"
+    );
+    let keeper_gone = wait_until(SETTLE, || {
+        match std::fs::read_to_string(format!("/proc/{keeper}/stat")) {
+            Ok(s) if !s.contains(") Z ") => Err(format!("keeper {keeper} still runs")),
+            _ => Ok(()),
+        }
+    });
+    expect_ok(keeper_gone);
 
     assert!(client.proc.signal(sys::SIGKILL), "cannot SIGKILL openvpn");
     assert!(

@@ -283,3 +283,77 @@ pub fn ensure_log_dir() -> Result<(), DeviceError> {
         }),
     }
 }
+
+/// A userspace implementation started by an up that has not finished yet:
+/// `/run/vpn-ns/<conn>.wg.starting` names it until the up records it in the state (or
+/// rolls back), so an up killed half way (SIGKILL, a crash) does not leave it running
+/// unknown to everyone: the next up or down stops it.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct Starting {
+    process: ProcId,
+    iface: String,
+}
+
+fn starting_path(conn: &str) -> PathBuf {
+    crate::state::run_dir().join(format!("{conn}.wg.starting"))
+}
+
+pub fn record_starting(conn: &str, process: ProcId, iface: &str) -> Result<(), DeviceError> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let p = starting_path(conn);
+    let body = serde_json::to_vec(&Starting {
+        process,
+        iface: iface.to_owned(),
+    })
+    .expect("serializes");
+    let io = |op| {
+        let path = p.clone();
+        move |source| DeviceError::Io { op, path, source }
+    };
+    let mut f = OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&p)
+        .map_err(io("cannot write"))?;
+    f.write_all(&body).map_err(io("cannot write"))
+}
+
+pub fn clear_starting(conn: &str) {
+    let p = starting_path(conn);
+    if let Err(e) = fs::remove_file(&p)
+        && e.kind() != io::ErrorKind::NotFound
+    {
+        tracing::warn!("cannot remove {}: {e}", p.display());
+    }
+}
+
+/// Stops what an interrupted up left running (see `Starting`). True when it did.
+pub fn stop_leftover(conn: &str, timeout: Duration) -> bool {
+    let p = starting_path(conn);
+    let Ok(text) = fs::read(&p) else {
+        return false;
+    };
+    let stopped = match serde_json::from_slice::<Starting>(&text) {
+        Ok(s) => {
+            let stopped = stop_userspace(s.process, &s.iface, timeout);
+            if stopped {
+                tracing::warn!(
+                    "{conn}: stopped the userspace WireGuard of {} (pid {}) left by an interrupted up",
+                    s.iface,
+                    s.process.pid
+                );
+            }
+            stopped
+        }
+        Err(e) => {
+            tracing::warn!("{} is corrupt ({e}); removing it", p.display());
+            false
+        }
+    };
+    clear_starting(conn);
+    stopped
+}
