@@ -228,7 +228,9 @@ async fn native_up(
             &host.links().await?,
         )),
     };
-    let made = create(conn, section, iface).await?;
+    let made = create(conn, section, iface)
+        .await
+        .inspect_err(|_| device::clear_starting(&conn.name))?;
     let pid = match &made {
         Made::Userspace(c) => crate::procs::ProcId::of(c.id()),
         Made::Kernel => None,
@@ -275,6 +277,7 @@ async fn create(
             iface.as_str(),
             &device::log_path(&conn.name),
             conn.netns_timeout,
+            &conn.name,
         )?;
         tracing::debug!(
             "{} (pid {}) serves {iface} at {}",
@@ -282,19 +285,7 @@ async fn create(
             us.child.id(),
             us.socket.display()
         );
-        let mut child = us.child;
-        // Recorded before anything else can fail or be interrupted.
-        let recorded = ProcId::of(child.id())
-            .ok_or_else(|| anyhow::anyhow!("{} exited at once", section.userspace))
-            .and_then(|id| Ok(device::record_starting(&conn.name, id, iface.as_str())?));
-        if let Err(e) = recorded {
-            if let Some(id) = ProcId::of(child.id()) {
-                device::stop_userspace(id, iface.as_str(), STOP_TIMEOUT);
-            }
-            let _ = child.wait();
-            return Err(e);
-        }
-        Ok(Made::Userspace(child))
+        Ok(Made::Userspace(us.child))
     };
     match section.backend {
         WgBackend::Userspace => userspace(),

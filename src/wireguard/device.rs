@@ -74,11 +74,14 @@ pub struct Userspace {
 /// Starts `program -f <iface>` detached from our process group (so a Ctrl-C to vpn-ns
 /// does not kill the tunnel), logging to `log`, and waits until its UAPI socket accepts
 /// connections.
+/// `conn`: the connection the process is recorded for (`record_starting`) the moment
+/// it exists, before the wait, so an up killed meanwhile does not lose it.
 pub fn start_userspace(
     program: &str,
     iface: &str,
     log: &Path,
     timeout: Duration,
+    conn: &str,
 ) -> Result<Userspace, DeviceError> {
     let dir = Path::new(SOCKET_DIR);
     match fs::DirBuilder::new().mode(0o755).create(dir) {
@@ -141,8 +144,19 @@ pub fn start_userspace(
         .process_group(0)
         .spawn()
         .map_err(spawn_err)?;
+    let recorded = match ProcId::of(child.id()) {
+        Some(id) => record_starting(conn, id, iface),
+        None => Err(DeviceError::Io {
+            op: "cannot read the identity of",
+            path: PathBuf::from(format!("/proc/{}", child.id())),
+            source: io::Error::from_raw_os_error(libc::ESRCH),
+        }),
+    };
     // Our unreaped child: its pid cannot be reused while we hold it.
-    let pidfd = match PidFd::open_pid(child.id()) {
+    let pidfd = match PidFd::open_pid(child.id()).and_then(|p| match recorded {
+        Ok(()) => Ok(p),
+        Err(e) => Err(io::Error::other(e)),
+    }) {
         Ok(Some(p)) => p,
         r => {
             // No pidfd (out of descriptors?): std's kill of our own unreaped child,
