@@ -216,7 +216,7 @@ mod tests {
     #[test]
     fn parses_state_and_start_after_a_tricky_name() {
         let s = parse_stat(STAT).unwrap();
-        assert_eq!(s.comm, "open vpn) (x");
+        assert_eq!(s.comm, "open vpn) (x)");
         assert_eq!(s.state, 'S');
         assert_eq!(s.start, 987_654);
         assert!(!s.is_dead());
