@@ -505,7 +505,7 @@ fn run_dhcp(ns_file: &File, dev: &str, mac: [u8; 6], conn: &str) -> anyhow::Resu
 async fn rollback(conn: &Connection, j: Journal) {
     let log = |what: &str, e: anyhow::Error| tracing::error!("rollback: {what}: {e:#}");
     if let Some(k) = j.keeper {
-        crate::keeper::stop_id(&conn.name, k);
+        crate::keeper::discard(&conn.name, k);
     }
     if j.created_etc
         && let Err(e) = dns::remove(&conn.netns)

@@ -13,7 +13,7 @@ use std::path::Path;
 use std::process::{Output, Stdio};
 use std::time::Duration;
 
-use common::reliability::{FakeTun, Prober, assert_owners_known, state_text};
+use common::reliability::{FakeTun, Prober, assert_owners_known, kill_keeper, state_text};
 use common::wireguard::*;
 use common::*;
 
@@ -51,24 +51,7 @@ fn connect_and_kill(sb: &Sandbox, conn: &str) -> u64 {
         "the state must record OpenVPN's pid {pid}: {st}"
     );
     let ino = sb.netns_inode(conn).expect("namespace");
-    let keeper = st
-        .split("\"keeper\"")
-        .nth(1)
-        .and_then(|k| k.split("\"pid\": ").nth(1))
-        .and_then(|p| p.split(|c: char| !c.is_ascii_digit()).next())
-        .and_then(|p| p.parse::<u32>().ok())
-        .unwrap_or_else(|| panic!("no keeper recorded: {st}"));
-    assert!(
-        sys::send_signal(keeper, sys::SIGKILL),
-        "cannot SIGKILL the keeper"
-    );
-    let keeper_gone = wait_until(SETTLE, || {
-        match std::fs::read_to_string(format!("/proc/{keeper}/stat")) {
-            Ok(s) if !s.contains(") Z ") => Err(format!("keeper {keeper} still runs")),
-            _ => Ok(()),
-        }
-    });
-    expect_ok(keeper_gone);
+    kill_keeper(sb, conn);
 
     assert!(client.proc.signal(sys::SIGKILL), "cannot SIGKILL openvpn");
     assert!(
