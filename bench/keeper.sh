@@ -108,7 +108,9 @@ cat > "$W/vpn.sh" <<EOS
 "$VPN_NS" -q --config-dir "$CONF" hook openvpn kb || exit 1
 exec sleep $((IDLE_SECS + 30))
 EOS
-eval env "$(hook_env tunk)" script_type=up bash "$W/vpn.sh" &
+# Not through eval: $! must be the process that runs the hook (and then sleeps).
+eval "vpn_env=($(hook_env tunk))"
+env "${vpn_env[@]}" script_type=up bash "$W/vpn.sh" &
 vpn=$!
 for _ in $(seq 1 100); do
     [ -S /run/vpn-ns/kb.keeper.sock ] && break

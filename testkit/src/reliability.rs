@@ -157,12 +157,13 @@ pub fn kill_keeper(sb: &Sandbox, conn: &str) {
         crate::sys::send_signal(pid, crate::sys::SIGKILL),
         "cannot SIGKILL keeper {pid}"
     );
-    expect_ok(crate::wait_until(std::time::Duration::from_secs(5), || {
-        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+    expect_ok(crate::wait_until(
+        std::time::Duration::from_secs(5),
+        || match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
             Ok(s) if !s.contains(") Z ") => Err(format!("keeper {pid} still runs")),
             _ => Ok(()),
-        }
-    }));
+        },
+    ));
 }
 
 /// Nothing of any tunnel reached the sandbox host namespace: no 100.64.x.x address on
