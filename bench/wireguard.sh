@@ -15,7 +15,7 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 OUT=${1:-$ROOT/BENCHMARKS-wireguard.md}
 RUNS=${RUNS:-20}
-TP_ROUNDS=${TP_ROUNDS:-3}
+TP_ROUNDS=${TP_ROUNDS:-5}
 TP_SECONDS=${TP_SECONDS:-5}
 
 if [ -z "${VPN_NS_BENCH_INNER:-}" ]; then
@@ -105,7 +105,12 @@ cpu_of() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 run_tp() {
     local conn=$1 rev=${2:-} pid out before after
     pid=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["vpn_pid"])' "/run/vpn-ns/$conn.json")
-    ip netns exec "$conn" ping -c1 -W2 100.64.0.1 >/dev/null || true
+    # One datagram starts the handshake; measure once it is done.
+    ip netns exec "$conn" bash -c 'echo > /dev/udp/100.64.0.1/9' || true
+    for _ in $(seq 100); do
+        wg show "${conn}0" latest-handshakes | awk '{exit !($2 > 0)}' && break
+        sleep 0.05
+    done
     for _ in 1 2 3 4 5; do
         before=$(cpu_of "$pid")
         out=$(ip netns exec "$conn" iperf3 -c 100.64.0.1 -t "$TP_SECONDS" $rev -J || true)

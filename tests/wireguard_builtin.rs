@@ -514,3 +514,72 @@ fn foreground_supervises_the_builtin_process() {
     );
     assert_nothing_left(&sb, "wgbf", "wgbf0");
 }
+
+/// Rekey after the key lifetime, by boringtun's own timers (REKEY_AFTER_TIME = 120 s;
+/// the library has no knob to shorten it, so this test takes about two minutes, most
+/// of it waiting): the session with wireguard-go is renewed and traffic goes on.
+#[test]
+fn builtin_rekeys_after_the_key_lifetime() {
+    if !require_root("builtin_rekeys_after_the_key_lifetime") {
+        return;
+    }
+    let sb = Sandbox::new("wgb-rekey");
+    let client = genkeys();
+    let s1 = start_wg_server(
+        &sb,
+        &WgServerSpec {
+            n: 1,
+            tunnel_v4: "100.64.0.1",
+            tunnel_v6: None,
+            services: &[(SERVICE_V4, "hello-rekey")],
+            psk: None,
+            builtin: false,
+        },
+        &client.public,
+    );
+    let file = write_wg_file(
+        &sb,
+        "wgr0",
+        &format!(
+            "[Interface]\nPrivateKey = {}\nAddress = {CLIENT_V4}/24\n\
+             [Peer]\nPublicKey = {}\nEndpoint = {}\nAllowedIPs = 203.0.113.0/25\n\
+             PersistentKeepalive = 1\n",
+            client.private, s1.keys.public, s1.endpoint
+        ),
+    );
+    builtin_conn(&sb, "wgr", &file);
+    assert_success("vpn-ns up wgr", &vpn_ns(&sb, &["up", "wgr"]));
+    answers(&sb, "wgr", SERVICE_V4, "hello-rekey");
+    let handshake = || -> u64 {
+        run(sb
+            .ns_cmd("srv1", "wg")
+            .args(["show", "wgs1", "latest-handshakes"]))
+        .unwrap_or_default()
+        .split_whitespace()
+        .nth(1)
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(0)
+    };
+    let first = handshake();
+    assert!(first > 0, "no first handshake");
+    // A session is renewed when data is sent on a key older than the lifetime
+    // (keepalives alone do not count): keep requests going while waiting.
+    let renewed = wait_until(std::time::Duration::from_secs(160), || {
+        let _ = sb.tcp_get(Some("wgr"), SERVICE_V4, SERVICE_PORT);
+        let now = handshake();
+        if now > first {
+            Ok(now)
+        } else {
+            Err(format!("still {first}"))
+        }
+    });
+    let next = renewed.expect("no new handshake within 160 s");
+    assert!(
+        next - first >= 115,
+        "rekeyed after {} s, not after the key lifetime",
+        next - first
+    );
+    answers(&sb, "wgr", SERVICE_V4, "hello-rekey");
+    assert_success("vpn-ns down wgr", &vpn_ns(&sb, &["down", "wgr"]));
+    assert_nothing_left(&sb, "wgr", "wgr0");
+}

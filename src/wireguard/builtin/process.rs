@@ -65,8 +65,9 @@ pub fn serve(netns: Option<&NetnsName>, iface: &InterfaceName) -> Result<Ended, 
             "cannot read the configuration from",
             "stdin",
         ))?;
-    let set = request::parse(&text)?;
-    drop(text);
+    let set = request::parse(&text);
+    wipe(text);
+    let set = set?;
     let ns_file = match netns {
         Some(ns) => Some(
             crate::netns::open(ns).map_err(|source| BuiltinError::Netns {
@@ -153,6 +154,16 @@ pub fn serve(netns: Option<&NetnsName>, iface: &InterfaceName) -> Result<Ended, 
     dev.stop();
     drop(server);
     Ok(ended)
+}
+
+/// Overwrites a string that held key material before its memory is freed.
+fn wipe(text: String) {
+    let mut bytes = text.into_bytes();
+    for b in bytes.iter_mut() {
+        // SAFETY: `b` is a valid, aligned &mut u8; volatile keeps the wipe from being
+        // optimised away as a dead store.
+        unsafe { std::ptr::write_volatile(b, 0) };
+    }
 }
 
 fn wait_for_end(
