@@ -145,13 +145,11 @@ pub fn start_userspace(
         .process_group(0)
         .spawn()
         .map_err(spawn_err)?;
+    // A child that already exited (a zombie until we reap it) leaves nothing to clean
+    // up after a crash: nothing to record, and the wait below reports how it ended.
     let recorded = match ProcId::of(child.id()) {
         Some(id) => record_starting(conn, id, iface),
-        None => Err(DeviceError::Io {
-            op: "cannot read the identity of",
-            path: PathBuf::from(format!("/proc/{}", child.id())),
-            source: io::Error::from_raw_os_error(libc::ESRCH),
-        }),
+        None => Ok(()),
     };
     // Our unreaped child: its pid cannot be reused while we hold it.
     let pidfd = match PidFd::open_pid(child.id()).and_then(|p| match recorded {

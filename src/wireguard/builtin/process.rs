@@ -259,6 +259,7 @@ pub fn start(
         .map_err(BuiltinError::io("cannot start", "the built-in WireGuard"))?;
     let res = handshake(&mut child, config, iface, log, timeout);
     if res.is_err() {
+        // std's kill of our own unreaped child, whose pid cannot have been reused.
         let _ = child.kill();
         let _ = child.wait();
     }
