@@ -339,6 +339,29 @@ fn builtin_large_config_rollback_and_namespace_loss() {
             many.join(", ")
         ),
     );
+    // The same file over both userspace paths. wireguard-go first: boringtun's
+    // handshake timestamps run 27 s ahead of wireguard-go's (TAI64 base with 37 leap
+    // seconds instead of 10), so after the built-in one the peer would take
+    // wireguard-go's initiations for replays for that long.
+    sb.write_conn(
+        "wglg",
+        &format!(
+            "type = \"wireguard\"\n[wireguard]\nconfig = \"{}\"\nbackend = \"wireguard-go\"\n",
+            file.display()
+        ),
+    );
+    assert_success("vpn-ns up wglg", &vpn_ns(&sb, &["up", "wglg"]));
+    answers(&sb, "wglg", SERVICE_V4, "hello-v4");
+    let ips = expect_ok(run(sb.cmd("wg").args(["show", "wgl0", "allowed-ips"])));
+    assert_eq!(
+        ips.split_whitespace().count(),
+        1 + 2402,
+        "{}",
+        tail(&ips, 3)
+    );
+    assert_success("vpn-ns down wglg", &vpn_ns(&sb, &["down", "wglg"]));
+    assert_nothing_left(&sb, "wglg", "wgl0");
+
     builtin_conn(&sb, "wgl", &file);
     assert_success("vpn-ns up wgl", &vpn_ns(&sb, &["up", "wgl"]));
     answers(&sb, "wgl", SERVICE_V4, "hello-v4");
@@ -351,7 +374,6 @@ fn builtin_large_config_rollback_and_namespace_loss() {
     );
     assert_success("vpn-ns down wgl", &vpn_ns(&sb, &["down", "wgl"]));
     assert_nothing_left(&sb, "wgl", "wgl0");
-
     // The port is taken in the host namespace: the data plane cannot bind, up fails
     // with its log named, and nothing stays.
     let _holder = sb.spawn("port-holder", {
@@ -582,4 +604,49 @@ fn builtin_rekeys_after_the_key_lifetime() {
     answers(&sb, "wgr", SERVICE_V4, "hello-rekey");
     assert_success("vpn-ns down wgr", &vpn_ns(&sb, &["down", "wgr"]));
     assert_nothing_left(&sb, "wgr", "wgr0");
+}
+
+/// `netns-isolate = false`: the built-in tun is created in the host namespace (no
+/// namespace at all), carries traffic there, and goes at down.
+#[test]
+fn builtin_without_isolation() {
+    if !require_root("builtin_without_isolation") {
+        return;
+    }
+    let sb = Sandbox::new("wgb-host");
+    let client = genkeys();
+    let s1 = start_wg_server(
+        &sb,
+        &WgServerSpec {
+            n: 1,
+            tunnel_v4: "100.64.0.1",
+            tunnel_v6: None,
+            services: &[(SERVICE_V4, "hello-host")],
+            psk: None,
+            builtin: false,
+        },
+        &client.public,
+    );
+    let file = write_wg_file(
+        &sb,
+        "wgh0",
+        &format!(
+            "[Interface]\nPrivateKey = {}\nAddress = {CLIENT_V4}/24\n\
+             [Peer]\nPublicKey = {}\nEndpoint = {}\nAllowedIPs = 203.0.113.0/25\n",
+            client.private, s1.keys.public, s1.endpoint
+        ),
+    );
+    sb.write_conn(
+        "wgh",
+        &format!(
+            "type = \"wireguard\"\nnetns-isolate = false\n[wireguard]\nconfig = \"{}\"\nbackend = \"builtin\"\n",
+            file.display()
+        ),
+    );
+    assert_success("vpn-ns up wgh", &vpn_ns(&sb, &["up", "wgh"]));
+    assert!(sb.links_in(None).contains(&"wgh0".to_owned()));
+    let got = wait_until(WG_SETTLE, || sb.tcp_get(None, SERVICE_V4, SERVICE_PORT));
+    assert_eq!(got.as_deref(), Ok("hello-host"), "{}", sb.diagnostics());
+    assert_success("vpn-ns down wgh", &vpn_ns(&sb, &["down", "wgh"]));
+    assert_nothing_left(&sb, "wgh", "wgh0");
 }
