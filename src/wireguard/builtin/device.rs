@@ -301,6 +301,8 @@ impl Device {
         let mut tun = &self.tun;
         while !self.stopping.load(Ordering::Relaxed) {
             let n = match tun.read(&mut buf) {
+                // A tun never reads 0 bytes; a closed stand-in (tests) has ended.
+                Ok(0) => return Ok(()),
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
@@ -562,3 +564,7 @@ fn apply_peer(st: &mut State, ps: PeerSet) {
         st.allowed.insert(net, Arc::clone(&peer));
     }
 }
+
+#[cfg(test)]
+#[path = "device_tests.rs"]
+mod tests;
