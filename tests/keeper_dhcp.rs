@@ -263,7 +263,10 @@ fn dhcp_lease_is_renewed_at_t1_on_the_wire_and_released_at_down() {
             "renewal {} came {since:.1} s after the ACK before it, not at its T1 ({t1} s): {all:#?}",
             i + 1
         );
-        eprintln!("renewal {}: {since:.2} s after the ACK before it (T1 {t1} s)", i + 1);
+        eprintln!(
+            "renewal {}: {since:.2} s after the ACK before it (T1 {t1} s)",
+            i + 1
+        );
     }
     let release = all.iter().find(|p| p.kind == "Release").unwrap();
     assert_eq!(

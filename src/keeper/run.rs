@@ -286,10 +286,11 @@ impl Keeper<'_> {
                 return Ok(End::Down(why));
             }
             let dhcp_due = dhcp_at.clone().any(|i| w.is(i));
-            if dhcp_due && let Some(d) = &mut self.dhcp {
-                if let Some(why) = d.on_wake(self.ns.as_ref()) {
-                    tracing::warn!("{}: {why}", self.conn.name);
-                }
+            if dhcp_due
+                && let Some(d) = &mut self.dhcp
+                && let Some(why) = d.on_wake(self.ns.as_ref())
+            {
+                tracing::warn!("{}: {why}", self.conn.name);
             }
         }
     }
