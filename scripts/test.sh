@@ -42,7 +42,7 @@ failed_bins=()
 # Test executables that spend minutes asleep (a DHCP lease running out, a WireGuard key
 # lifetime) run in the background from the start, beside the others: they wait on
 # timers, not the CPU. Their output is printed, whole, when they end.
-slow_bins=(keeper_dhcp wireguard_builtin)
+slow_bins=(keeper_dhcp wireguard_builtin_life)
 bg_dir=$(mktemp -d)
 trap 'rm -f "$results"; rm -rf "$bg_dir"' EXIT
 
