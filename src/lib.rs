@@ -15,6 +15,7 @@ pub mod netns;
 pub mod openvpn;
 pub mod plain;
 pub mod procs;
+pub mod publish;
 pub mod spec;
 pub mod state;
 pub mod verify;
