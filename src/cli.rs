@@ -126,6 +126,12 @@ nsswitch (hosts: uses only files and dns). Exit 0 when all pass, 1 naming the fa
         #[arg(value_name = "CONN")]
         conn: String,
     },
+    /// The connection's keeper (started by up, ended by down; not for direct use)
+    #[command(hide = true)]
+    Keeper {
+        #[arg(value_name = "CONN")]
+        conn: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]

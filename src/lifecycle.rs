@@ -10,7 +10,9 @@ use crate::config::Connection;
 use crate::dns;
 use crate::fault;
 use crate::netlink::{Link, Netlink, NetlinkError};
+use crate::keeper::{self, KeeperError};
 use crate::netns::{self, NetnsError};
+use crate::procs::ProcId;
 use crate::spec::{DnsSpec, IpNet, NetnsName, NetworkSpec, Route};
 use crate::state::{self, Origin, State, StateError};
 
@@ -64,6 +66,8 @@ pub enum LifecycleError {
     },
     #[error(transparent)]
     State(#[from] StateError),
+    #[error(transparent)]
+    Keeper(#[from] KeeperError),
     #[error(
         "connection {conn} is recorded with namespace \"{recorded}\", which vpn-ns created and which still exists, not \"{ns}\" (netns-name changed?): run `vpn-ns down {conn}` first"
     )]
@@ -115,6 +119,8 @@ struct Journal {
     moved: Option<String>,
     created_etc: Option<NetnsName>,
     wrote_state: Option<String>,
+    /// The keeper started for the new record.
+    keeper: Option<ProcId>,
     /// Host-namespace changes for `netns-isolate = false`.
     host_link: Option<Link>,
     host_addresses: Vec<crate::spec::Address>,
@@ -166,7 +172,7 @@ pub async fn up(
     conn: &Connection,
     spec: &NetworkSpec,
     origin: Origin,
-    vpn_pid: Option<u32>,
+    vpn: Option<ProcId>,
 ) -> Result<UpReport, LifecycleError> {
     let mut journal = Journal::default();
     fault::point("up:after-lock");
@@ -188,9 +194,9 @@ pub async fn up(
         source,
     })?;
     let res = if conn.netns_isolate {
-        up_isolated(conn, spec, prior, origin, vpn_pid, &mut journal).await
+        up_isolated(conn, spec, prior, origin, vpn, &mut journal).await
     } else {
-        up_host(conn, spec, origin, vpn_pid, &mut journal).await
+        up_host(conn, spec, prior, origin, vpn, &mut journal).await
     };
     if res.is_err() {
         rollback(conn, &host, journal).await;
@@ -203,7 +209,7 @@ async fn up_isolated(
     spec: &NetworkSpec,
     prior: Option<State>,
     origin: Origin,
-    vpn_pid: Option<u32>,
+    vpn: Option<ProcId>,
     journal: &mut Journal,
 ) -> Result<UpReport, LifecycleError> {
     let ns = &conn.netns;
@@ -227,7 +233,7 @@ async fn up_isolated(
         }
         // Recorded before it exists: whenever vpn-ns dies from here on, the namespace
         // has a known owner that the next up reuses and down removes.
-        state::save(&intent_record(conn, spec, origin, vpn_pid))?;
+        state::save(&intent_record(conn, spec, origin, vpn))?;
         journal.intent = true;
         netns::create(ns).map_err(|source| LifecycleError::CreateNetns {
             ns: ns.clone(),
@@ -315,7 +321,7 @@ async fn up_isolated(
     }
     fault::point("up:after-dns");
 
-    let st = State {
+    let mut st = State {
         connection: conn.name.clone(),
         netns: ns.clone(),
         netns_created: journal.created_netns.is_some() || owned_before,
@@ -327,11 +333,15 @@ async fn up_isolated(
         addresses: spec.addresses.clone(),
         routes: routes.clone(),
         dns: dns.clone(),
-        vpn_pid,
+        vpn_pid: vpn.map(|v| v.pid),
         since: state::now(),
         creating: false,
+        vpn_start: vpn.map(|v| v.start),
+        keeper: None,
+        vpn_gone: None,
     };
     fault::point("up:before-state-save");
+    start_keeper(conn, prior.as_ref(), &mut st, journal)?;
     state::save(&st)?;
     journal.wrote_state = Some(conn.name.clone());
     Ok(UpReport {
@@ -349,7 +359,7 @@ fn intent_record(
     conn: &Connection,
     spec: &NetworkSpec,
     origin: Origin,
-    vpn_pid: Option<u32>,
+    vpn: Option<ProcId>,
 ) -> State {
     State {
         connection: conn.name.clone(),
@@ -363,9 +373,12 @@ fn intent_record(
         addresses: Vec::new(),
         routes: Vec::new(),
         dns: DnsSpec::default(),
-        vpn_pid,
+        vpn_pid: vpn.map(|v| v.pid),
         since: state::now(),
         creating: true,
+        vpn_start: vpn.map(|v| v.start),
+        keeper: None,
+        vpn_gone: None,
     }
 }
 
@@ -374,8 +387,9 @@ fn intent_record(
 async fn up_host(
     conn: &Connection,
     spec: &NetworkSpec,
+    prior: Option<State>,
     origin: Origin,
-    vpn_pid: Option<u32>,
+    vpn: Option<ProcId>,
     journal: &mut Journal,
 ) -> Result<UpReport, LifecycleError> {
     let dev = spec.device.as_str();
@@ -400,7 +414,7 @@ async fn up_host(
         nl.add_route(&link, r).await.map_err(configure)?;
         journal.host_routes.push(r.clone());
     }
-    let st = State {
+    let mut st = State {
         connection: conn.name.clone(),
         netns: conn.netns.clone(),
         netns_created: false,
@@ -412,10 +426,14 @@ async fn up_host(
         addresses: spec.addresses.clone(),
         routes: routes.clone(),
         dns: DnsSpec::default(),
-        vpn_pid,
+        vpn_pid: vpn.map(|v| v.pid),
         since: state::now(),
         creating: false,
+        vpn_start: vpn.map(|v| v.start),
+        keeper: None,
+        vpn_gone: None,
     };
+    start_keeper(conn, prior.as_ref(), &mut st, journal)?;
     state::save(&st)?;
     journal.wrote_state = Some(conn.name.clone());
     Ok(UpReport {
@@ -426,6 +444,24 @@ async fn up_host(
         dns_servers: 0,
         reused: false,
     })
+}
+
+/// Starts the keeper the new record `st` will name, after ending the previous record's
+/// keeper (it watched the connection as it was before this up). The keeper waits for
+/// the lock the caller holds, so it starts work on the saved record.
+fn start_keeper(
+    conn: &Connection,
+    prior: Option<&State>,
+    st: &mut State,
+    journal: &mut Journal,
+) -> Result<(), LifecycleError> {
+    if let Some(k) = prior.and_then(|p| p.keeper) {
+        keeper::stop_id(&conn.name, k);
+    }
+    let k = keeper::spawn(conn)?;
+    journal.keeper = Some(k);
+    st.keeper = Some(k);
+    Ok(())
 }
 
 /// Waits for the VPN's device in the host namespace, bounded by `netns-timeout`.
@@ -479,6 +515,9 @@ async fn apply(
 }
 
 async fn rollback(conn: &Connection, host: &File, j: Journal) {
+    if let Some(k) = j.keeper {
+        keeper::stop_id(&conn.name, k);
+    }
     if let Some(name) = &j.wrote_state
         && let Err(e) = state::remove(name)
     {

@@ -151,6 +151,7 @@ struct Journal {
     /// A state record (intent or final) was written; `prior` is what to put back.
     state: bool,
     prior: Option<State>,
+    keeper: Option<crate::procs::ProcId>,
 }
 
 /// Brings a macvlan or routed connection up. The caller holds the connection's lock.
@@ -298,6 +299,9 @@ async fn up_journaled(conn: &Connection, j: &mut Journal) -> anyhow::Result<UpRe
         vpn_pid: None,
         since: state::now(),
         creating: true,
+        vpn_start: None,
+        keeper: None,
+        vpn_gone: None,
     })?;
     j.state = true;
     if create {
@@ -408,7 +412,7 @@ async fn up_journaled(conn: &Connection, j: &mut Journal) -> anyhow::Result<UpRe
 
     save_record(&conn.name, &rec)?;
     j.record = true;
-    let st = State {
+    let mut st = State {
         connection: conn.name.clone(),
         netns: ns.clone(),
         netns_created: j.created_netns.is_some() || owned_before,
@@ -423,7 +427,18 @@ async fn up_journaled(conn: &Connection, j: &mut Journal) -> anyhow::Result<UpRe
         vpn_pid: None,
         since: state::now(),
         creating: false,
+        vpn_start: None,
+        keeper: None,
+        vpn_gone: None,
     };
+    // The keeper waits for the lock our caller holds, then renews the lease and
+    // watches the device.
+    if let Some(k) = prior.as_ref().and_then(|p| p.keeper) {
+        crate::keeper::stop_id(&conn.name, k);
+    }
+    let k = crate::keeper::spawn(conn)?;
+    j.keeper = Some(k);
+    st.keeper = Some(k);
     state::save(&st)?;
     j.state = true;
     Ok(UpReport {
@@ -484,6 +499,9 @@ fn run_dhcp(ns_file: &File, dev: &str, mac: [u8; 6], conn: &str) -> anyhow::Resu
 
 async fn rollback(conn: &Connection, j: Journal) {
     let log = |what: &str, e: anyhow::Error| tracing::error!("rollback: {what}: {e:#}");
+    if let Some(k) = j.keeper {
+        crate::keeper::stop_id(&conn.name, k);
+    }
     if j.created_etc
         && let Err(e) = dns::remove(&conn.netns)
     {
@@ -554,6 +572,7 @@ pub async fn down(conn: &Connection) -> anyhow::Result<DownReport> {
             restored_forwarding: None,
         });
     };
+    crate::keeper::stop(&st);
     let rec = load_record(&conn.name)?;
     let ns = st.netns.clone();
     let mut restored = None;
@@ -582,6 +601,7 @@ pub async fn down(conn: &Connection) -> anyhow::Result<DownReport> {
         kept.up = false;
         kept.creating = false;
         kept.device = None;
+        kept.keeper = None;
         state::save(&kept)?;
     } else {
         if st.netns_created {

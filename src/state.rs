@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 
+use crate::procs::ProcId;
 use crate::spec::{Address, DnsSpec, NetnsName, Route};
 
 pub const RUN_DIR: &str = "/run/vpn-ns";
@@ -77,6 +78,42 @@ pub struct State {
     /// owner is known. The next up reuses the namespace; down removes it.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub creating: bool,
+    /// The VPN process's start time (see `procs::ProcId`): with `vpn_pid`, its identity.
+    /// Absent in records written before vpn-ns recorded it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vpn_start: Option<u64>,
+    /// The connection's keeper (see `keeper`), once up has started it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keeper: Option<ProcId>,
+    /// Why a persistent namespace is kept without its VPN, when the keeper took the
+    /// connection down because the VPN died ("VPN gone").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vpn_gone: Option<String>,
+}
+
+impl State {
+    /// The recorded VPN process's identity, when the record has one.
+    pub fn vpn(&self) -> Option<ProcId> {
+        Some(ProcId {
+            pid: self.vpn_pid?,
+            start: self.vpn_start?,
+        })
+    }
+
+    /// Whether the recorded VPN process still runs (`None`: no process recorded). A
+    /// zombie is dead; a record without a start time is judged by its pid's state.
+    pub fn vpn_alive(&self) -> Option<bool> {
+        let pid = self.vpn_pid?;
+        Some(match self.vpn() {
+            Some(id) => id.alive(),
+            None => crate::procs::stat(pid).is_some_and(|s| !s.is_dead()),
+        })
+    }
+
+    /// Whether the recorded keeper still runs.
+    pub fn keeper_alive(&self) -> bool {
+        self.keeper.is_some_and(|k| k.alive())
+    }
 }
 
 pub fn run_dir() -> PathBuf {

@@ -10,7 +10,18 @@ use crate::cli::GlobalArgs;
 use crate::commands::{config_dir, runtime};
 use crate::config::{self, Connection, ConnectionType};
 use crate::state::{self, State};
+use crate::procs::PidFd;
 use crate::{dns, lifecycle, netns, procs};
+
+/// A pidfd for `pid` if, once opened, it is still a process of namespace `ns`: a pid
+/// reused between the scan and the open is not signalled.
+fn member(pid: u32, ns: &std::fs::File) -> Option<PidFd> {
+    use std::os::unix::fs::MetadataExt;
+    let fd = PidFd::open_pid(pid).ok()??;
+    let want = ns.metadata().ok()?;
+    let have = std::fs::metadata(format!("/proc/{pid}/ns/net")).ok()?;
+    (have.dev() == want.dev() && have.ino() == want.ino()).then_some(fd)
+}
 
 /// OpenVPN runs its down hook before it exits; this bounds the whole teardown.
 const STOP_GRACE: Duration = Duration::from_secs(15);
@@ -73,10 +84,21 @@ fn stop_vpn_process(conn: &Connection, st: &State, program: &str) -> anyhow::Res
     let Some(pid) = st.vpn_pid else {
         return Ok(());
     };
+    // The recorded process itself, by identity: never a process that reused its pid.
+    let fd = match st.vpn() {
+        Some(id) => id.open(),
+        None => PidFd::open_pid(pid).map(|f| f.filter(|_| st.vpn_alive() == Some(true))),
+    }
+    .with_context(|| format!("cannot open {program} (pid {pid})"))?;
+    let Some(fd) = fd else {
+        tracing::debug!("{}: {program} (pid {pid}) already gone", conn.name);
+        return Ok(());
+    };
     match procs::comm(pid) {
         Some(c) if c == program => {
             tracing::debug!("{}: stopping {program} (pid {pid})", conn.name);
-            if procs::terminate(pid, STOP_GRACE)
+            if fd
+                .terminate(STOP_GRACE)
                 .with_context(|| format!("cannot stop {program} (pid {pid})"))?
             {
                 tracing::warn!(
@@ -166,7 +188,11 @@ fn purge_namespace(conn: &Connection, kill: bool) -> anyhow::Result<()> {
         }
         for pid in pids {
             let name = procs::describe(pid);
-            if procs::terminate(pid, KILL_GRACE)
+            let Some(fd) = member(pid, &ns_file) else {
+                continue;
+            };
+            if fd
+                .terminate(KILL_GRACE)
                 .with_context(|| format!("cannot stop process {name}"))?
             {
                 tracing::warn!("{}: killed {name} (ignored SIGTERM)", conn.name);

@@ -33,9 +33,10 @@ pub fn openvpn(g: &GlobalArgs, conn_name: &str) -> anyhow::Result<ExitCode> {
                 .as_ref()
                 .context("OpenVPN gave no network configuration")?;
             let _lock = state::lock(&conn.name)?;
-            let vpn_pid = Some(std::os::unix::process::parent_id());
+            // OpenVPN, known by pid and start time: the keeper watches it by pidfd.
+            let vpn = crate::procs::ProcId::of(std::os::unix::process::parent_id());
             let report = rt
-                .block_on(lifecycle::up(&conn, spec, Origin::OpenvpnHook, vpn_pid))
+                .block_on(lifecycle::up(&conn, spec, Origin::OpenvpnHook, vpn))
                 .with_context(|| {
                     format!("connection {conn_name}: up failed, changes rolled back")
                 })?;

@@ -5,6 +5,7 @@ mod check;
 mod down;
 mod exec;
 mod hook;
+mod keeper;
 mod plain;
 mod probe;
 mod status;
@@ -48,6 +49,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Status { conn } => status::status(&cli.global, conn.as_deref()),
         Command::List => status::list(&cli.global),
         Command::Verify { conn } => verify::verify(&cli.global, conn),
+        Command::Keeper { conn } => keeper::run(&cli.global, conn),
     }
 }
 

@@ -9,14 +9,14 @@ use nix::sys::signal::{SigSet, Signal};
 use crate::commands::runtime;
 use crate::config::Connection;
 use crate::plain;
-use crate::state;
+use crate::{keeper, state};
 
 pub fn up(conn: &Connection, foreground: bool) -> anyhow::Result<ExitCode> {
     let name = &conn.name;
     // Blocked before anything changes, so a signal during up is handled after it, by down.
     let signals = foreground.then(block_stop_signals).transpose()?;
     let rt = runtime()?;
-    {
+    let already_up = {
         let _lock = state::lock(&conn.name)?;
         let r = rt
             .block_on(plain::up(conn))
@@ -35,6 +35,10 @@ pub fn up(conn: &Connection, foreground: bool) -> anyhow::Result<ExitCode> {
                     .unwrap_or_default()
             ),
         }
+        r.already_up
+    };
+    if already_up {
+        keeper::restore(conn).with_context(|| format!("connection {name}"))?;
     }
     if let Some(set) = signals {
         let sig = set.wait().context("cannot wait for a signal")?;

@@ -20,7 +20,12 @@ use crate::config::{self, ConfigError, Connection, ConnectionType};
 use crate::dns;
 use crate::netns;
 use crate::spec::NetnsName;
+use crate::keeper::control::{self, Reply, Request};
+use crate::procs;
 use crate::state::{self, State};
+
+/// How long `status` waits for a keeper's answer.
+const KEEPER_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(500);
 use crate::verify::parse_resolv_conf;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -78,6 +83,51 @@ pub struct ConnStatus {
     pub vpn_pid: Option<u32>,
     pub persistent: bool,
     pub isolated: bool,
+    /// The connection's keeper; `None` when the record names none (down, kept).
+    pub keeper: Option<KeeperOut>,
+    /// Why a kept namespace has no VPN: the keeper took the connection down.
+    pub vpn_gone: Option<String>,
+}
+
+/// The keeper of an up connection, as `status` sees it.
+#[derive(Debug, Serialize)]
+pub struct KeeperOut {
+    pub pid: u32,
+    /// False: the keeper is gone and the connection is unattended (it still works;
+    /// `vpn-ns up CONN` starts a new keeper).
+    pub running: bool,
+    pub rss_kib: Option<u64>,
+    /// What it watches, as it says itself over its control socket.
+    pub watching: Vec<String>,
+    /// DHCP: when the lease expires (RFC 3339), and whether it has.
+    pub lease_expires: Option<String>,
+    pub lease_expired: bool,
+}
+
+/// The recorded keeper, asked over its control socket when it runs.
+fn keeper_of(s: &State) -> Option<KeeperOut> {
+    let k = s.keeper?;
+    let running = k.alive();
+    let mut out = KeeperOut {
+        pid: k.pid,
+        running,
+        rss_kib: running.then(|| procs::rss_kib(k.pid)).flatten(),
+        watching: Vec::new(),
+        lease_expires: None,
+        lease_expired: false,
+    };
+    if running {
+        match control::query(&s.connection, &Request::Status, KEEPER_TIMEOUT) {
+            Ok(Reply::Status(st)) => {
+                out.watching = st.watching;
+                out.lease_expires = st.lease_expires.map(rfc3339);
+                out.lease_expired = st.lease_expired;
+            }
+            Ok(Reply::Error { message }) => tracing::warn!("{}: keeper: {message}", s.connection),
+            Err(e) => tracing::warn!("{e}"),
+        }
+    }
+    Some(out)
 }
 
 #[derive(Debug, Serialize)]
@@ -337,7 +387,7 @@ fn build(e: Entry, view: Option<&NsView>, processes: Vec<ProcOut>) -> ConnStatus
         s,
         Liveness {
             netns_exists,
-            vpn_alive: vpn_pid.map(probe::pid_alive),
+            vpn_alive: s.and_then(State::vpn_alive),
             device_present,
         },
     );
@@ -399,6 +449,8 @@ fn build(e: Entry, view: Option<&NsView>, processes: Vec<ProcOut>) -> ConnStatus
         vpn_pid,
         persistent,
         isolated,
+        keeper: s.filter(|s| s.up).and_then(keeper_of),
+        vpn_gone: s.and_then(|s| s.vpn_gone.clone()),
         name: e.name,
     }
 }

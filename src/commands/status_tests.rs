@@ -19,6 +19,9 @@ fn state(up: bool) -> State {
         vpn_pid: Some(4242),
         since: 0,
         creating: false,
+        vpn_start: None,
+        keeper: None,
+        vpn_gone: None,
     }
 }
 

@@ -83,6 +83,28 @@ fn block(c: &ConnStatus, now: u64) -> String {
     if let Some(p) = c.vpn_pid {
         row("vpn pid", p.to_string());
     }
+    if let Some(k) = &c.keeper {
+        if k.running {
+            let rss = k.rss_kib.map(|r| format!(", RSS {r} KiB")).unwrap_or_default();
+            row("keeper", format!("pid {}{rss}", k.pid));
+            row("watching", k.watching.join(&format!("\n  {:<10} ", "")));
+        } else {
+            row(
+                "keeper",
+                format!(
+                    "none: UNATTENDED (keeper pid {} is gone; the connection still works, but nothing watches it; `vpn-ns up {}` starts a new keeper)",
+                    k.pid, c.name
+                ),
+            );
+        }
+        if let Some(t) = &k.lease_expires {
+            let state = if k.lease_expired { " (EXPIRED: address removed)" } else { "" };
+            row("lease", format!("expires {t}{state}"));
+        }
+    }
+    if let Some(why) = &c.vpn_gone {
+        row("vpn gone", why.clone());
+    }
     if c.persistent {
         row("options", "netns-persistent".to_owned());
     }

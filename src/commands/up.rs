@@ -9,20 +9,20 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
-use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
+use nix::sys::signal::{SigSet, Signal};
 
 use crate::cli::GlobalArgs;
 use crate::commands::{UsageError, config_dir, runtime};
 use crate::config::{self, Connection, ConnectionType};
 use crate::openvpn::conf;
+use crate::procs::{self, PidFd};
 use crate::state::{self, State};
-use crate::{lifecycle, procs};
+use crate::wait::{self, Wake};
+use crate::{keeper, lifecycle};
 
 /// Lines of OpenVPN's log shown when it fails.
 const LOG_TAIL: usize = 15;
@@ -36,6 +36,7 @@ pub fn run(g: &GlobalArgs, name: &str, foreground: bool) -> anyhow::Result<ExitC
         ConnectionType::OpenVpn => openvpn(g, &conn, foreground),
         ConnectionType::WireGuard => super::wg::up(g, name, foreground),
         ConnectionType::Macvlan | ConnectionType::Routed => super::plain::up(&conn, foreground),
+        ConnectionType::Device if restore_keeper(&conn)? => Ok(ExitCode::SUCCESS),
         ConnectionType::Device => Err(UsageError(format!(
             "{}: a type = \"device\" connection is brought up by whatever creates the device; run `vpn-ns adopt {name} <DEVICE>` once it exists",
             conn.path.display()
@@ -121,24 +122,70 @@ fn openvpn_command(g: &GlobalArgs, conn: &Connection, config: &Path) -> anyhow::
     Ok(cmd)
 }
 
-fn already_up(conn: &Connection) -> anyhow::Result<Option<State>> {
-    Ok(state::load(&conn.name)?.filter(|st| st.up && st.vpn_pid.is_some_and(procs::alive)))
+/// An up connection that is already up (adopted device, ...): start a new keeper if
+/// its keeper is gone. True when the connection is up.
+pub fn restore_keeper(conn: &Connection) -> anyhow::Result<bool> {
+    let up = state::load(&conn.name)?.is_some_and(|st| st.up && st.vpn_alive() != Some(false));
+    if up {
+        keeper::restore(conn).with_context(|| format!("connection {}", conn.name))?;
+        tracing::info!("{}: already up", conn.name);
+    }
+    Ok(up)
+}
+
+/// The stop signals `--foreground` passes on to OpenVPN, plus SIGCHLD for its exit.
+fn foreground_signals() -> SigSet {
+    let mut s = SigSet::empty();
+    for sig in [
+        Signal::SIGTERM,
+        Signal::SIGINT,
+        Signal::SIGHUP,
+        Signal::SIGUSR1,
+        Signal::SIGUSR2,
+        Signal::SIGCHLD,
+    ] {
+        s.add(sig);
+    }
+    s
 }
 
 fn openvpn(g: &GlobalArgs, conn: &Connection, foreground: bool) -> anyhow::Result<ExitCode> {
+    // Blocked before anything starts, so a SIGTERM during start-up waits for the
+    // forwarding loop instead of being lost (children get a clean mask from spawn).
+    let signals = foreground.then(foreground_signals);
+    if let Some(s) = &signals {
+        s.thread_block().context("cannot block signals")?;
+    }
     let config = checked_config(conn)?;
-    if let Some(st) = already_up(conn)? {
-        tracing::info!(
-            "{}: already up in namespace {} (VPN pid {})",
-            conn.name,
-            st.netns,
-            st.vpn_pid.unwrap_or_default()
-        );
-        return Ok(ExitCode::SUCCESS);
+    if let Some(st) = state::load(&conn.name)?
+        && st.up
+    {
+        match st.vpn_alive() {
+            Some(true) if !foreground => {
+                keeper::restore(conn).with_context(|| format!("connection {}", conn.name))?;
+                tracing::info!(
+                    "{}: already up in namespace {} (VPN pid {})",
+                    conn.name,
+                    st.netns,
+                    st.vpn_pid.unwrap_or_default()
+                );
+                return Ok(ExitCode::SUCCESS);
+            }
+            Some(true) => {
+                return Err(UsageError(format!(
+                    "connection {} is already up (VPN pid {}); take it down first",
+                    conn.name,
+                    st.vpn_pid.unwrap_or_default()
+                ))
+                .into());
+            }
+            Some(false) => clean_dead(conn)?,
+            None => {}
+        }
     }
     let mut cmd = openvpn_command(g, conn, &config)?;
-    if foreground {
-        return run_foreground(conn, cmd);
+    if let Some(s) = signals {
+        return run_foreground(conn, cmd, s);
     }
     // Creates /run/vpn-ns (for the log and the watch), after any up/down of this
     // connection in progress.
@@ -193,25 +240,16 @@ fn wait_ready(
     log: &Path,
 ) -> anyhow::Result<State> {
     let pid = child.id();
-    let pidfd = procs::pidfd(pid)?;
+    // Our unreaped child: its pid cannot be reused while we hold it.
+    let pidfd = PidFd::open_pid(pid)?.context("openvpn exited at once")?;
     let end = Instant::now() + conn.netns_timeout;
     let state_file = format!("{}.json", conn.name);
     loop {
-        let left = end.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            break;
-        }
-        let mut fds = vec![PollFd::new(inotify.as_fd(), PollFlags::POLLIN)];
-        if let Some(fd) = &pidfd {
-            fds.push(PollFd::new(fd.as_fd(), PollFlags::POLLIN));
-        }
-        match poll(
-            &mut fds,
-            PollTimeout::try_from(left).unwrap_or(PollTimeout::MAX),
-        ) {
-            Err(nix::errno::Errno::EINTR) | Ok(0) => continue,
-            Err(e) => return Err(anyhow::Error::from(e).context("cannot wait for OpenVPN")),
-            Ok(_) => {}
+        match wait::until(&[inotify.as_fd(), pidfd.as_fd()], Some(end))
+            .context("cannot wait for OpenVPN")?
+        {
+            Wake::Deadline => break,
+            Wake::Ready(_) => {}
         }
         let touched = match inotify.read_events() {
             Ok(evs) => evs
@@ -238,7 +276,7 @@ fn wait_ready(
             ));
         }
     }
-    let killed = procs::terminate(pid, STOP_GRACE)?;
+    let killed = pidfd.terminate(STOP_GRACE)?;
     let _ = child.wait();
     cleanup(conn, pid)?;
     show_tail(log);
@@ -260,6 +298,34 @@ fn cleanup(conn: &Connection, pid: u32) -> anyhow::Result<()> {
             .block_on(lifecycle::down(conn))
             .with_context(|| format!("connection {}: cleanup after openvpn failed", conn.name))?;
     }
+    Ok(())
+}
+
+/// The record says up but its VPN process is dead (a zombie counts: where nothing
+/// reaps orphans, a killed OpenVPN stays one): take the connection down, so the new
+/// OpenVPN starts from a clean record (a persistent namespace stays and is reused).
+fn clean_dead(conn: &Connection) -> anyhow::Result<()> {
+    let _lock = state::lock(&conn.name)?;
+    let Some(st) = state::load(&conn.name)? else {
+        return Ok(());
+    };
+    if !st.up || st.vpn_alive() != Some(false) {
+        return Ok(());
+    }
+    let pid = st.vpn_pid.unwrap_or_default();
+    let zombie = procs::stat(pid).is_some_and(|s| s.state == 'Z');
+    tracing::warn!(
+        "{}: the recorded VPN process (pid {pid}) is {}; cleaning up and starting a new one",
+        conn.name,
+        if zombie {
+            "a zombie (it exited and nothing reaped it)"
+        } else {
+            "gone"
+        }
+    );
+    runtime()?
+        .block_on(lifecycle::down(conn))
+        .with_context(|| format!("connection {}: cleanup of the dead VPN failed", conn.name))?;
     Ok(())
 }
 
@@ -285,37 +351,11 @@ fn describe_status(s: ExitStatus) -> String {
     }
 }
 
-/// OpenVPN's pid for the signal forwarder; 0 before it starts.
-static CHILD: AtomicI32 = AtomicI32::new(0);
-
-extern "C" fn forward(sig: libc::c_int) {
-    let pid = CHILD.load(Ordering::SeqCst);
-    if pid > 0 {
-        // SAFETY: kill(2) is async-signal-safe.
-        unsafe {
-            libc::kill(pid, sig);
-        }
-    }
-}
-
 /// `--foreground`: OpenVPN as our child with our stdout/stderr (the journal under
-/// systemd); signals are passed on so `systemctl stop`/`reload` reach it.
-fn run_foreground(conn: &Connection, mut cmd: Command) -> anyhow::Result<ExitCode> {
-    let action = SigAction::new(
-        SigHandler::Handler(forward),
-        SaFlags::SA_RESTART,
-        SigSet::empty(),
-    );
-    for sig in [
-        Signal::SIGTERM,
-        Signal::SIGINT,
-        Signal::SIGHUP,
-        Signal::SIGUSR1,
-        Signal::SIGUSR2,
-    ] {
-        // SAFETY: the handler only reads an atomic and calls kill(2).
-        unsafe { sigaction(sig, &action) }.context("cannot install a signal handler")?;
-    }
+/// systemd). The stop signals were blocked before anything started; here they are
+/// taken one by one and passed on through a pidfd, so `systemctl stop`/`reload` reach
+/// OpenVPN however early they come.
+fn run_foreground(conn: &Connection, mut cmd: Command, signals: SigSet) -> anyhow::Result<ExitCode> {
     // Its own process group: a terminal's Ctrl-C reaches OpenVPN once, through us.
     let mut child = cmd
         .stdin(Stdio::null())
@@ -323,12 +363,23 @@ fn run_foreground(conn: &Connection, mut cmd: Command) -> anyhow::Result<ExitCod
         .spawn()
         .context("cannot start openvpn (is it installed? `apt install openvpn`)")?;
     let pid = child.id();
-    CHILD.store(pid as i32, Ordering::SeqCst);
+    let pidfd = PidFd::open_pid(pid)?.context("openvpn exited at once")?;
     tracing::info!(
         "{}: openvpn running in the foreground, pid {pid}",
         conn.name
     );
-    let status = child.wait().context("cannot wait for openvpn")?;
+    let status = loop {
+        let sig = signals.wait().context("cannot wait for signals")?;
+        if sig == Signal::SIGCHLD {
+            if let Some(status) = child.try_wait().context("cannot wait for openvpn")? {
+                break status;
+            }
+            continue;
+        }
+        pidfd
+            .signal(sig as i32)
+            .with_context(|| format!("cannot pass {sig} on to openvpn"))?;
+    };
     cleanup(conn, pid)?;
     tracing::info!(
         "{}: openvpn exited ({})",

@@ -89,9 +89,7 @@ fn gather(conn: &str) -> anyhow::Result<Snapshot> {
         isolated: st.isolated,
         netns: st.netns.to_string(),
         device: st.device.clone(),
-        vpn_alive: st
-            .vpn_pid
-            .map(|p| Path::new(&format!("/proc/{p}")).exists()),
+        vpn_alive: st.vpn_alive(),
     };
     let live = if st.isolated && netns::exists(&st.netns) {
         let ns = netns::open(&st.netns)?;

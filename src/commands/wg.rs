@@ -13,6 +13,7 @@ use crate::commands::{UsageError, config_dir, runtime};
 use crate::config::{self, Connection, ConnectionType, WgBackend, WireGuardSection};
 use crate::lifecycle::{self, UpReport};
 use crate::netlink::Netlink;
+use crate::procs::ProcId;
 use crate::spec::InterfaceName;
 use crate::state::{self, Origin};
 use crate::wireguard::{self, WgConfig, device, kernel, uapi};
@@ -98,7 +99,7 @@ pub fn up(g: &GlobalArgs, conn_name: &str, foreground: bool) -> anyhow::Result<E
         && st.up
         && st.origin == Origin::Wireguard
         && let (Some(pid), Some(dev)) = (st.vpn_pid, st.device.as_deref())
-        && !device::is_userspace_process(pid, dev)
+        && (st.vpn_alive() == Some(false) || !device::is_userspace_process(pid, dev))
     {
         tracing::warn!(
             "{conn_name}: the userspace WireGuard of {dev} (pid {pid}) is gone; cleaning up before up"
@@ -118,6 +119,7 @@ pub fn up(g: &GlobalArgs, conn_name: &str, foreground: bool) -> anyhow::Result<E
             ))
             .into());
         }
+        crate::keeper::restore(&conn).with_context(|| format!("connection {conn_name}"))?;
         tracing::info!("{conn_name}: already up ({dev} in namespace {})", st.netns);
         return Ok(ExitCode::SUCCESS);
     }
@@ -209,7 +211,7 @@ async fn native_up(
     };
     let made = create(conn, section, iface).await?;
     let pid = match &made {
-        Made::Userspace(c) => Some(c.id()),
+        Made::Userspace(c) => crate::procs::ProcId::of(c.id()),
         Made::Kernel => None,
     };
     let res = async {
@@ -284,7 +286,10 @@ async fn create(
 async fn destroy(made: Made, iface: &str) {
     match made {
         Made::Userspace(mut child) => {
-            device::stop_userspace(child.id(), iface, STOP_TIMEOUT);
+            // Our unreaped child: its identity is still its own.
+            if let Some(id) = ProcId::of(child.id()) {
+                device::stop_userspace(id, iface, STOP_TIMEOUT);
+            }
             let _ = child.wait();
         }
         Made::Kernel => {
@@ -316,17 +321,20 @@ pub fn down(g: &GlobalArgs, conn_name: &str) -> anyhow::Result<ExitCode> {
 
 /// Stops the device first (wireguard-go exits and its tun disappears; a kernel link is
 /// deleted after the lifecycle hands it back), then the namespace and state go.
-async fn native_down(conn: &Connection) -> anyhow::Result<()> {
+pub(crate) async fn native_down(conn: &Connection) -> anyhow::Result<()> {
     let name = &conn.name;
     let Some(st) = state::load(name)? else {
         tracing::info!("{name}: was not up, nothing to do");
         return Ok(());
     };
     let dev = st.device.clone();
-    if let (Some(pid), Some(dev)) = (st.vpn_pid, &dev)
-        && device::stop_userspace(pid, dev, STOP_TIMEOUT)
+    // A record without a start time (older vpn-ns): the command line check in
+    // stop_userspace is all there is.
+    let id = st.vpn().or_else(|| st.vpn_pid.and_then(ProcId::of));
+    if let (Some(id), Some(dev)) = (id, &dev)
+        && device::stop_userspace(id, dev, STOP_TIMEOUT)
     {
-        tracing::debug!("stopped the userspace WireGuard (pid {pid}) of {dev}");
+        tracing::debug!("stopped the userspace WireGuard (pid {}) of {dev}", id.pid);
     }
     let report = lifecycle::down(conn).await?;
     if let Some(dev) = &dev {

@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use nix::errno::Errno;
-use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
 
 use crate::netns;
@@ -43,18 +42,10 @@ pub fn until_up(conn: &str, timeout: Duration) -> anyhow::Result<Option<NetnsNam
         if let Some(ns) = up_netns(conn)? {
             return Ok(Some(ns));
         }
-        let left = end.saturating_duration_since(Instant::now());
-        if left.is_zero() {
+        if Instant::now() >= end {
             return Ok(None);
         }
-        // Rounded up: a zero timeout would spin until the deadline.
-        let ms = u32::try_from(left.as_millis() + 1).unwrap_or(u32::MAX);
-        let timeout = PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX);
-        let mut fds = [PollFd::new(ino.as_fd(), PollFlags::POLLIN)];
-        match poll(&mut fds, timeout) {
-            Ok(_) | Err(Errno::EINTR) => {}
-            Err(e) => return Err(e).context("cannot wait for inotify events"),
-        }
+        crate::wait::until(&[ino.as_fd()], Some(end)).context("cannot wait for inotify events")?;
         match ino.read_events() {
             Ok(_) | Err(Errno::EAGAIN) => {}
             Err(e) => return Err(e).context("cannot read inotify events"),

@@ -26,6 +26,7 @@ pub async fn down(conn: &Connection) -> Result<DownReport, LifecycleError> {
             was_up: false,
         });
     };
+    crate::keeper::stop(&st);
     let host = netns::current().map_err(|source| LifecycleError::OpenNetns {
         ns: st.netns.clone(),
         source,
@@ -89,6 +90,8 @@ pub async fn down(conn: &Connection) -> Result<DownReport, LifecycleError> {
         kept.up = false;
         kept.device = None;
         kept.vpn_pid = None;
+        kept.vpn_start = None;
+        kept.keeper = None;
         kept.creating = false;
         fault::point("down:before-state-keep");
         state::save(&kept)?;

@@ -4,7 +4,7 @@
 
 use std::fs::{self, OpenOptions};
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::AsFd;
 use std::os::unix::fs::DirBuilderExt;
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
@@ -12,10 +12,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
 
 use super::uapi::{self, SOCKET_DIR};
+use crate::procs::{PidFd, ProcId};
+use crate::wait;
 
 /// wireguard-go refuses to run on Linux without this (it prefers the kernel module).
 pub const USERSPACE_ENV: &str = "WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD";
@@ -51,64 +52,6 @@ pub enum DeviceError {
         #[source]
         source: io::Error,
     },
-}
-
-/// A process referred to by a pidfd, so signals and waits cannot hit a reused pid.
-pub struct PidFd(OwnedFd);
-
-impl PidFd {
-    pub fn open(pid: u32) -> io::Result<PidFd> {
-        let pid =
-            libc::pid_t::try_from(pid).map_err(|_| io::Error::from_raw_os_error(libc::ESRCH))?;
-        // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
-        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: the kernel just returned this fd to us and nothing else owns it.
-        Ok(PidFd(unsafe { OwnedFd::from_raw_fd(fd as i32) }))
-    }
-
-    pub fn signal(&self, sig: i32) -> io::Result<()> {
-        // SAFETY: pidfd_send_signal with a null siginfo and no flags.
-        let r = unsafe {
-            libc::syscall(
-                libc::SYS_pidfd_send_signal,
-                self.0.as_raw_fd(),
-                sig,
-                std::ptr::null::<libc::siginfo_t>(),
-                0,
-            )
-        };
-        if r < 0 {
-            Err(io::Error::last_os_error())
-        } else {
-            Ok(())
-        }
-    }
-
-    /// Waits until the process has exited; false on timeout.
-    pub fn wait_exit(&self, timeout: Duration) -> bool {
-        let end = Instant::now() + timeout;
-        loop {
-            let left = end.saturating_duration_since(Instant::now());
-            let mut fds = [PollFd::new(self.0.as_fd(), PollFlags::POLLIN)];
-            match poll(&mut fds, poll_timeout(left)) {
-                Ok(n) if n > 0 => return true,
-                Ok(_) => return false,
-                Err(nix::errno::Errno::EINTR) => continue,
-                Err(_) => return false,
-            }
-        }
-    }
-
-    pub fn as_fd(&self) -> BorrowedFd<'_> {
-        self.0.as_fd()
-    }
-}
-
-fn poll_timeout(d: Duration) -> PollTimeout {
-    PollTimeout::try_from(d).unwrap_or(PollTimeout::MAX)
 }
 
 /// Whether `pid`'s command line is `<program> ... <iface>` (the pid in a state file may
@@ -196,11 +139,15 @@ pub fn start_userspace(
         .process_group(0)
         .spawn()
         .map_err(spawn_err)?;
-    let pidfd = match PidFd::open(child.id()) {
-        Ok(p) => p,
-        Err(e) => {
+    // Our unreaped child: its pid cannot be reused while we hold it.
+    let pidfd = match PidFd::open_pid(child.id()) {
+        Ok(Some(p)) => p,
+        r => {
             let _ = child.kill();
             let _ = child.wait();
+            let e = r
+                .err()
+                .unwrap_or_else(|| io::Error::from_raw_os_error(libc::ESRCH));
             return Err(spawn_err(e));
         }
     };
@@ -243,25 +190,21 @@ pub fn start_userspace(
         } else {
             end - now
         };
-        let mut fds = [
-            PollFd::new(inotify.as_fd(), PollFlags::POLLIN),
-            PollFd::new(pidfd.as_fd(), PollFlags::POLLIN),
-        ];
-        match poll(&mut fds, poll_timeout(wait.min(end - now))) {
-            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
-            Err(e) => {
+        let woke = match wait::until(
+            &[inotify.as_fd(), pidfd.as_fd()],
+            Some(now + wait.min(end - now)),
+        ) {
+            Ok(w) => w,
+            Err(source) => {
                 stop_child(&mut child, &pidfd);
                 return Err(DeviceError::Io {
                     op: "cannot wait for",
                     path: socket,
-                    source: e.into(),
+                    source,
                 });
             }
-        }
-        if fds[1]
-            .revents()
-            .is_some_and(|r| r.contains(PollFlags::POLLIN))
-        {
+        };
+        if woke.is(1) {
             let status = child
                 .wait()
                 .map(|s| s.to_string())
@@ -286,12 +229,13 @@ fn stop_child(child: &mut Child, pidfd: &PidFd) {
     let _ = child.wait();
 }
 
-/// Stops the userspace implementation `pid` serving `iface` (if it still is that
+/// Stops the userspace implementation `id` serving `iface` (if it still is that
 /// process): SIGTERM, wait up to `timeout`, then SIGKILL; removes a socket it left.
 /// Returns whether a process was stopped.
-pub fn stop_userspace(pid: u32, iface: &str, timeout: Duration) -> bool {
+pub fn stop_userspace(id: ProcId, iface: &str, timeout: Duration) -> bool {
     let mut stopped = false;
-    if let Ok(pidfd) = PidFd::open(pid)
+    let pid = id.pid;
+    if let Ok(Some(pidfd)) = id.open()
         && is_userspace_process(pid, iface)
     {
         stopped = true;

@@ -1,0 +1,37 @@
+//! `vpn-ns keeper CONN` (hidden): the connection's keeper process, started by up. The
+//! event loop lives in `crate::keeper`; this module supplies what it does when the VPN
+//! dies: the same down as `vpn-ns down` for the connection's kind.
+
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+
+use crate::cli::GlobalArgs;
+use crate::commands::{config_dir, runtime};
+use crate::config::{self, Connection};
+use crate::state::{self, Origin};
+use crate::{keeper, lifecycle, plain};
+
+pub fn run(g: &GlobalArgs, name: &str) -> anyhow::Result<ExitCode> {
+    let conn = config::load(&config_dir(g)?, name)?;
+    let take = |c: &Connection| take_down(c).map_err(|e| format!("{e:#}"));
+    keeper::run(&conn, &take)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Down for the recorded kind; the keeper holds the lock.
+fn take_down(conn: &Connection) -> anyhow::Result<()> {
+    let Some(st) = state::load(&conn.name)? else {
+        return Ok(());
+    };
+    let rt = runtime()?;
+    match st.origin {
+        Origin::Wireguard => rt.block_on(super::wg::native_down(conn)),
+        Origin::Macvlan | Origin::Routed => rt.block_on(plain::down(conn)).map(drop),
+        Origin::OpenvpnHook | Origin::Adopt | Origin::WgQuickHook => rt
+            .block_on(lifecycle::down(conn))
+            .map(drop)
+            .map_err(Into::into),
+    }
+    .with_context(|| format!("connection {}: down failed", conn.name))
+}
