@@ -59,9 +59,10 @@ pub fn stat(pid: u32) -> Option<Stat> {
 impl ProcId {
     /// The identity of running process `pid` (`None`: gone or already dead).
     pub fn of(pid: u32) -> Option<ProcId> {
-        stat(pid)
-            .filter(|s| !s.is_dead())
-            .map(|s| ProcId { pid, start: s.start })
+        stat(pid).filter(|s| !s.is_dead()).map(|s| ProcId {
+            pid,
+            start: s.start,
+        })
     }
 
     /// This process.

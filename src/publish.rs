@@ -23,11 +23,13 @@ use serde::{Deserialize, Serialize};
 use tokio::runtime::Handle;
 use tokio::task::AbortHandle;
 
+mod relays;
 pub mod rule;
 pub mod side;
 mod tcp;
 mod udp;
 
+pub use relays::{Relays, preflight};
 pub use rule::{Direction, Endpoint, Proto, Rule};
 use side::{Kind, Side};
 
@@ -36,7 +38,7 @@ const BACKLOG: i32 = 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
-    #[error("{rule}: cannot listen on {listen}/{proto} {side}: {source}", listen = rule.listen, proto = rule.proto, side = rule.listen_side())]
+    #[error("{rule}: cannot listen {side}: {source}", side = rule.listen_side())]
     Listen {
         rule: Rule,
         #[source]
@@ -63,6 +65,9 @@ pub struct RelayStatus {
     pub active: u64,
     /// Connections (sessions) relayed since the relay started.
     pub total: u64,
+    /// Why the keeper could not listen (the relay is not running).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 #[derive(Default)]
@@ -230,6 +235,7 @@ impl Engine {
                 rule: *rule,
                 active: r.stats.active.load(Ordering::Relaxed),
                 total: r.stats.total.load(Ordering::Relaxed),
+                error: None,
             })
             .collect();
         v.sort_by_key(|s| {
@@ -257,7 +263,7 @@ impl Drop for Engine {
 }
 
 /// A bound (and for TCP listening) socket of `side`.
-fn listener(side: &Side, addr: SocketAddr, proto: Proto) -> io::Result<OwnedFd> {
+pub(crate) fn listener(side: &Side, addr: SocketAddr, proto: Proto) -> io::Result<OwnedFd> {
     let kind = Kind {
         v6: addr.is_ipv6(),
         udp: proto == Proto::Udp,

@@ -94,7 +94,9 @@ fn alive(pid: u64) -> bool {
 fn keeper_pid(sb: &Sandbox, conn: &str) -> u64 {
     let st = state_json(sb, conn).expect("state");
     let k = &st["keeper"];
-    let pid = k["pid"].as_u64().unwrap_or_else(|| panic!("no keeper in {st}"));
+    let pid = k["pid"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no keeper in {st}"));
     let (_, start) = stat(pid).expect("keeper runs");
     assert_eq!(Some(start), k["start"].as_u64(), "recorded identity");
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).expect("cmdline");
@@ -272,7 +274,9 @@ fn a_zombie_openvpn_is_dead_and_up_starts_a_new_one() {
     sigkill(keeper);
     sigkill(pid);
     assert!(
-        time_until(Duration::from_secs(5), || stat(pid).is_some_and(|(s, _)| s == 'Z')).is_some(),
+        time_until(Duration::from_secs(5), || stat(pid)
+            .is_some_and(|(s, _)| s == 'Z'))
+        .is_some(),
         "OpenVPN {pid} must stay a zombie here: {:?}",
         stat(pid)
     );

@@ -9,8 +9,8 @@ use anyhow::Context as _;
 use crate::cli::GlobalArgs;
 use crate::commands::{config_dir, runtime};
 use crate::config::{self, Connection, ConnectionType};
-use crate::state::{self, State};
 use crate::procs::PidFd;
+use crate::state::{self, State};
 use crate::{dns, lifecycle, netns, procs};
 
 /// A pidfd for `pid` if, once opened, it is still a process of namespace `ns`: a pid

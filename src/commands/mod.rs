@@ -8,6 +8,7 @@ mod hook;
 mod keeper;
 mod plain;
 mod probe;
+mod publish;
 mod status;
 mod status_view;
 mod up;
@@ -50,6 +51,16 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::List => status::list(&cli.global),
         Command::Verify { conn } => verify::verify(&cli.global, conn),
         Command::Keeper { conn } => keeper::run(&cli.global, conn),
+        Command::Publish {
+            conn,
+            specs,
+            host_access,
+        } => publish::publish(&cli.global, conn, specs, *host_access),
+        Command::Unpublish {
+            conn,
+            specs,
+            host_access,
+        } => publish::unpublish(&cli.global, conn, specs, *host_access),
     }
 }
 

@@ -18,10 +18,10 @@ use crate::cli::GlobalArgs;
 use crate::commands::{UsageError, config_dir};
 use crate::config::{self, ConfigError, Connection, ConnectionType};
 use crate::dns;
-use crate::netns;
-use crate::spec::NetnsName;
 use crate::keeper::control::{self, Reply, Request};
+use crate::netns;
 use crate::procs;
+use crate::spec::NetnsName;
 use crate::state::{self, State};
 
 /// How long `status` waits for a keeper's answer.
@@ -102,6 +102,8 @@ pub struct KeeperOut {
     /// DHCP: when the lease expires (RFC 3339), and whether it has.
     pub lease_expires: Option<String>,
     pub lease_expired: bool,
+    /// Ports it relays across the namespace boundary, with live connection counts.
+    pub published: Vec<crate::publish::RelayStatus>,
 }
 
 /// The recorded keeper, asked over its control socket when it runs.
@@ -115,6 +117,7 @@ fn keeper_of(s: &State) -> Option<KeeperOut> {
         watching: Vec::new(),
         lease_expires: None,
         lease_expired: false,
+        published: Vec::new(),
     };
     if running {
         match control::query(&s.connection, &Request::Status, KEEPER_TIMEOUT) {
@@ -122,8 +125,11 @@ fn keeper_of(s: &State) -> Option<KeeperOut> {
                 out.watching = st.watching;
                 out.lease_expires = st.lease_expires.map(rfc3339);
                 out.lease_expired = st.lease_expired;
+                out.published = st.published;
             }
             Ok(Reply::Error { message }) => tracing::warn!("{}: keeper: {message}", s.connection),
+            Ok(other) => tracing::warn!("{}: keeper: unexpected reply {other:?}", s.connection),
+
             Err(e) => tracing::warn!("{e}"),
         }
     }

@@ -85,7 +85,10 @@ fn block(c: &ConnStatus, now: u64) -> String {
     }
     if let Some(k) = &c.keeper {
         if k.running {
-            let rss = k.rss_kib.map(|r| format!(", RSS {r} KiB")).unwrap_or_default();
+            let rss = k
+                .rss_kib
+                .map(|r| format!(", RSS {r} KiB"))
+                .unwrap_or_default();
             row("keeper", format!("pid {}{rss}", k.pid));
             row("watching", k.watching.join(&format!("\n  {:<10} ", "")));
         } else {
@@ -97,8 +100,19 @@ fn block(c: &ConnStatus, now: u64) -> String {
                 ),
             );
         }
+        for (i, p) in k.published.iter().enumerate() {
+            let what = match &p.error {
+                Some(e) => format!("{}: NOT LISTENING: {e}", p.rule),
+                None => format!("{} ({} open, {} total)", p.rule, p.active, p.total),
+            };
+            row(if i == 0 { "published" } else { "" }, what);
+        }
         if let Some(t) = &k.lease_expires {
-            let state = if k.lease_expired { " (EXPIRED: address removed)" } else { "" };
+            let state = if k.lease_expired {
+                " (EXPIRED: address removed)"
+            } else {
+                ""
+            };
             row("lease", format!("expires {t}{state}"));
         }
     }

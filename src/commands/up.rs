@@ -355,7 +355,11 @@ fn describe_status(s: ExitStatus) -> String {
 /// systemd). The stop signals were blocked before anything started; here they are
 /// taken one by one and passed on through a pidfd, so `systemctl stop`/`reload` reach
 /// OpenVPN however early they come.
-fn run_foreground(conn: &Connection, mut cmd: Command, signals: SigSet) -> anyhow::Result<ExitCode> {
+fn run_foreground(
+    conn: &Connection,
+    mut cmd: Command,
+    signals: SigSet,
+) -> anyhow::Result<ExitCode> {
     // Its own process group: a terminal's Ctrl-C reaches OpenVPN once, through us.
     let mut child = cmd
         .stdin(Stdio::null())

@@ -25,7 +25,12 @@ impl Renewal {
     pub fn describe(&self) -> String {
         String::new()
     }
-    pub fn on_wake(&mut self, _c: &Connection, _ns: Option<&File>, _now: Instant) -> Option<String> {
+    pub fn on_wake(
+        &mut self,
+        _c: &Connection,
+        _ns: Option<&File>,
+        _now: Instant,
+    ) -> Option<String> {
         None
     }
     pub fn expires_unix(&self) -> u64 {

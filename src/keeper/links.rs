@@ -246,6 +246,10 @@ mod tests {
             name: Some("tun0".into()),
         };
         assert_eq!(w.apply(&back), Some(LinkEvent::Appeared(9)));
-        assert_eq!(w.apply(&back), None, "a change of the same device is not news");
+        assert_eq!(
+            w.apply(&back),
+            None,
+            "a change of the same device is not news"
+        );
     }
 }

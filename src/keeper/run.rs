@@ -19,6 +19,7 @@ use super::{KeeperError, socket_path};
 use crate::config::Connection;
 use crate::netns;
 use crate::procs::{self, PidFd, ProcId};
+use crate::publish::{Direction, Endpoint, Proto, Relays, Rule};
 use crate::state::{self, State};
 use crate::wait::{self, Wake};
 
@@ -44,6 +45,9 @@ struct Keeper<'a> {
     ns: Option<File>,
     listener: UnixListener,
     dhcp: Option<Renewal>,
+    /// Ports published across the namespace boundary; dropped (every listener closed)
+    /// before the keeper takes the connection down.
+    relays: Option<Relays>,
 }
 
 /// Why the loop ended.
@@ -80,18 +84,22 @@ pub fn run(conn: &Connection, take_down: TakeDown<'_>) -> Result<(), KeeperError
         .map_err(|e| watch_err("cannot create a signalfd")(e.into()))?;
     let (vpn, gone) = watch_vpn(&st).map_err(watch_err("cannot watch the VPN process"))?;
     let ns = if st.isolated {
-        Some(netns::open(&st.netns).map_err(|e| watch_err("cannot open the namespace")(io::Error::other(e)))?)
+        Some(
+            netns::open(&st.netns)
+                .map_err(|e| watch_err("cannot open the namespace")(io::Error::other(e)))?,
+        )
     } else {
         None
     };
     let link = match &st.device {
-        Some(dev) => Some(
-            LinkWatch::open(ns.as_ref(), dev).map_err(watch_err("cannot watch the device"))?,
-        ),
+        Some(dev) => {
+            Some(LinkWatch::open(ns.as_ref(), dev).map_err(watch_err("cannot watch the device"))?)
+        }
         None => None,
     };
     let listener = listen(&conn.name)?;
     let dhcp = dhcp::Renewal::load(conn, &st).map_err(watch_err("cannot load the DHCP lease"))?;
+    let relays = Some(Relays::start(conn, ns.as_ref()));
     let mut k = Keeper {
         conn,
         me,
@@ -101,6 +109,7 @@ pub fn run(conn: &Connection, take_down: TakeDown<'_>) -> Result<(), KeeperError
         ns,
         listener,
         dhcp,
+        relays,
     };
     for w in k.watching() {
         tracing::info!("{}: keeper pid {} watching {w}", conn.name, me.pid);
@@ -110,6 +119,9 @@ pub fn run(conn: &Connection, take_down: TakeDown<'_>) -> Result<(), KeeperError
         Some(why) => End::Down(why),
         None => k.event_loop()?,
     };
+    // No published port may outlive the VPN: a listener left open would accept
+    // connections with nowhere (or somewhere else) to go.
+    drop(k.relays.take());
     let r = match end {
         End::Stopped => Ok(()),
         End::Down(why) => k.take_down(&why, take_down),
@@ -160,7 +172,8 @@ fn listen(conn: &str) -> Result<UnixListener, KeeperError> {
     let l = UnixListener::bind(&path).map_err(io_err("cannot bind"))?;
     fs::set_permissions(&path, fs::Permissions::from_mode(0o600))
         .map_err(io_err("cannot restrict"))?;
-    l.set_nonblocking(true).map_err(io_err("cannot configure"))?;
+    l.set_nonblocking(true)
+        .map_err(io_err("cannot configure"))?;
     Ok(l)
 }
 
@@ -180,7 +193,10 @@ impl Keeper<'_> {
         if let Some(d) = &self.dhcp {
             w.push(d.describe());
         }
-        w.push(format!("control socket {}", socket_path(&self.conn.name).display()));
+        w.push(format!(
+            "control socket {}",
+            socket_path(&self.conn.name).display()
+        ));
         w
     }
 
@@ -302,6 +318,12 @@ impl Keeper<'_> {
             let reply = match control::read_line(&s) {
                 Ok(line) => match control::parse_request(&line) {
                     Ok(Request::Status) => Reply::Status(self.status()),
+                    Ok(Request::Publish { rule }) => self.publish(rule),
+                    Ok(Request::Unpublish {
+                        direction,
+                        proto,
+                        listen,
+                    }) => self.unpublish(direction, proto, listen),
                     Err(r) => r,
                 },
                 Err(e) => Reply::Error {
@@ -318,6 +340,35 @@ impl Keeper<'_> {
             watching: self.watching(),
             lease_expires: self.dhcp.as_ref().map(Renewal::expires_unix),
             lease_expired: self.dhcp.as_ref().is_some_and(Renewal::expired),
+            published: self.relays.as_ref().map(Relays::status).unwrap_or_default(),
+        }
+    }
+
+    fn publish(&mut self, rule: Rule) -> Reply {
+        let Some(r) = &mut self.relays else {
+            return Reply::Error {
+                message: "the keeper is ending".into(),
+            };
+        };
+        match r.publish(rule) {
+            Ok(()) => Reply::Published { rule },
+            Err(e) => Reply::Error {
+                message: e.to_string(),
+            },
+        }
+    }
+
+    fn unpublish(&mut self, direction: Direction, proto: Proto, listen: Endpoint) -> Reply {
+        let Some(r) = &mut self.relays else {
+            return Reply::Error {
+                message: "the keeper is ending".into(),
+            };
+        };
+        match r.unpublish(direction, proto, listen) {
+            Ok(rule) => Reply::Unpublished { rule },
+            Err(e) => Reply::Error {
+                message: e.to_string(),
+            },
         }
     }
 

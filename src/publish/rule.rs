@@ -161,13 +161,9 @@ impl Rule {
 
 impl fmt::Display for Rule {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let arrow = match self.direction {
-            Direction::Publish => "host",
-            Direction::HostAccess => "namespace",
-        };
         write!(
             f,
-            "{} {}/{} ({arrow}) -> {}",
+            "[[{}]] listen {}/{} -> target {}",
             self.direction, self.listen, self.proto, self.target
         )
     }
