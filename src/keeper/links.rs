@@ -176,14 +176,13 @@ fn name_of(l: &LinkMessage) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rtnetlink::packet_core::{NetlinkHeader, NetlinkSerializable};
+    use rtnetlink::packet_core::NetlinkHeader;
 
     fn encode(msg: RouteNetlinkMessage) -> Vec<u8> {
         let mut m = NetlinkMessage::new(NetlinkHeader::default(), NetlinkPayload::from(msg));
         m.finalize();
         let mut buf = vec![0u8; m.buffer_len()];
         m.serialize(&mut buf);
-        let _ = NetlinkSerializable::buffer_len(&m.payload);
         buf
     }
 
