@@ -225,7 +225,10 @@ fn openvpn_namespace_publishes_both_ways_and_stays_sealed() {
     );
 
     vpn_ns_ok(&sb, &["up", "pb"]);
-    wait_published(&sb, "pb", 4);
+    // Up returns once the keeper listens: no waiting here.
+    let p = published(&sb, "pb");
+    assert_eq!(p.len(), 4, "{p:?}");
+    assert!(p.iter().all(|r| r.get("error").is_none()), "{p:?}");
     let _inside_web = web(&sb, Some("pb"), 9091, "web-inside");
     let _inside_dns = dnsmasq(
         &sb,

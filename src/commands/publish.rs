@@ -3,13 +3,13 @@
 //! long as that keeper; entries meant to stay belong in the connection file.
 
 use std::process::ExitCode;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 
 use crate::cli::GlobalArgs;
 use crate::commands::{UsageError, config_dir};
-use crate::config;
+use crate::config::{self, Connection};
 use crate::keeper::control::{self, Reply, Request};
 use crate::keeper::socket_path;
 use crate::publish::rule::parse_spec;
@@ -17,6 +17,8 @@ use crate::publish::{Direction, Rule};
 
 /// Binding a listener (and, the first time, starting the relay threads) is quick.
 const TIMEOUT: Duration = Duration::from_secs(2);
+/// How long up waits for its keeper to open the connection file's relays.
+const WAIT_LISTENING: Duration = Duration::from_secs(3);
 
 pub fn publish(
     g: &GlobalArgs,
@@ -85,6 +87,33 @@ fn prepare(
         .iter()
         .map(|s| parse_spec(s, direction).map_err(|e| UsageError(e.0).into()))
         .collect()
+}
+
+/// After up: waits (briefly) until the keeper has opened the file's relays, and warns
+/// about any it could not.
+pub fn wait_listening(conn: &Connection) {
+    if conn.forwards.is_empty() {
+        return;
+    }
+    let end = Instant::now() + WAIT_LISTENING;
+    while Instant::now() < end {
+        if let Ok(Reply::Status(st)) = control::query(&conn.name, &Request::Status, TIMEOUT)
+            && st.published.len() >= conn.forwards.len()
+        {
+            for r in st.published {
+                if let Some(e) = r.error {
+                    tracing::warn!("{}: {}: not listening: {e}", conn.name, r.rule);
+                }
+            }
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    tracing::warn!(
+        "{}: the keeper has not reported its relays yet; see `vpn-ns status {}`",
+        conn.name,
+        conn.name
+    );
 }
 
 fn ask(conn: &str, req: &Request) -> anyhow::Result<Reply> {
