@@ -7,7 +7,8 @@
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsFd, FromRawFd, OwnedFd};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
 use std::thread::JoinHandle;
 
 use futures::channel::oneshot;
@@ -23,9 +24,47 @@ pub struct Kind {
     pub udp: bool,
 }
 
-struct Job {
-    kind: Kind,
-    reply: oneshot::Sender<Made>,
+impl Kind {
+    fn index(self) -> usize {
+        usize::from(self.v6) << 1 | usize::from(self.udp)
+    }
+}
+
+/// Sockets made ahead per kind, so that a new connection does not wait for a round
+/// trip to the factory thread (its main cost, tens of microseconds). An unused socket
+/// in stock costs one descriptor.
+const STOCK: usize = 16;
+
+enum Job {
+    One {
+        kind: Kind,
+        reply: oneshot::Sender<Made>,
+    },
+    /// Top the stock of `kind` up to `STOCK`.
+    Fill { kind: Kind },
+}
+
+#[derive(Default)]
+struct Stock {
+    fds: Mutex<[Vec<OwnedFd>; 4]>,
+    filling: [AtomicBool; 4],
+}
+
+impl Stock {
+    fn take(&self, kind: Kind) -> (Option<OwnedFd>, bool) {
+        let mut fds = self.fds.lock().unwrap_or_else(|e| e.into_inner());
+        let v = &mut fds[kind.index()];
+        let fd = v.pop();
+        let low = v.len() < STOCK / 2 && !self.filling[kind.index()].swap(true, Ordering::AcqRel);
+        (fd, low)
+    }
+
+    fn fill(&self, kind: Kind) {
+        let have = self.fds.lock().unwrap_or_else(|e| e.into_inner())[kind.index()].len();
+        let made: Vec<OwnedFd> = (have..STOCK).map_while(|_| make(kind).ok()).collect();
+        self.fds.lock().unwrap_or_else(|e| e.into_inner())[kind.index()].extend(made);
+        self.filling[kind.index()].store(false, Ordering::Release);
+    }
 }
 
 pub struct Side {
@@ -37,6 +76,7 @@ pub struct Side {
 struct Factory {
     jobs: Option<mpsc::Sender<Job>>,
     thread: Option<JoinHandle<()>>,
+    stock: Arc<Stock>,
 }
 
 impl Side {
@@ -54,6 +94,8 @@ impl Side {
         let fd = ns.as_fd().try_clone_to_owned()?;
         let (jobs, rx) = mpsc::channel::<Job>();
         let (ready_tx, ready_rx) = mpsc::sync_channel::<io::Result<()>>(1);
+        let stock = Arc::new(Stock::default());
+        let filled = stock.clone();
         let thread = std::thread::Builder::new()
             .name("netns-sockets".into())
             .spawn(move || {
@@ -66,38 +108,66 @@ impl Side {
                 };
                 let _ = ready_tx.send(Ok(()));
                 for job in rx {
-                    let _ = job.reply.send(make(job.kind));
+                    match job {
+                        Job::One { kind, reply } => drop(reply.send(make(kind))),
+                        Job::Fill { kind } => filled.fill(kind),
+                    }
                 }
                 drop(guard);
             })?;
-        ready_rx
-            .recv()
-            .map_err(|_| io::Error::other("the namespace socket thread ended"))??;
+        ready_rx.recv().map_err(|_| gone())??;
         Ok(Self {
             name: name.to_owned(),
             factory: Some(Factory {
                 jobs: Some(jobs),
                 thread: Some(thread),
+                stock,
             }),
         })
     }
 
+    /// A socket for a relayed connection, from the stock when there is one.
     pub async fn socket(&self, kind: Kind) -> Made {
         let Some(f) = &self.factory else {
             return make(kind);
         };
-        let (reply, rx) = oneshot::channel();
-        let jobs = f.jobs.as_ref().expect("jobs live as long as the side");
-        jobs.send(Job { kind, reply })
-            .map_err(|_| io::Error::other("the namespace socket thread ended"))?;
-        rx.await
-            .map_err(|_| io::Error::other("the namespace socket thread ended"))?
+        let (fd, low) = f.stock.take(kind);
+        if low {
+            f.send(Job::Fill { kind })?;
+        }
+        match fd {
+            Some(fd) => Ok(fd),
+            None => f.one(kind).await,
+        }
     }
 
-    /// For callers outside the relay's runtime (the keeper's control requests, tests).
+    /// For callers outside the relay's runtime (listeners, tests): never from the stock.
     pub fn socket_blocking(&self, kind: Kind) -> Made {
-        futures::executor::block_on(self.socket(kind))
+        match &self.factory {
+            None => make(kind),
+            Some(f) => futures::executor::block_on(f.one(kind)),
+        }
     }
+}
+
+impl Factory {
+    fn send(&self, job: Job) -> io::Result<()> {
+        let jobs = self
+            .jobs
+            .as_ref()
+            .expect("jobs live as long as the factory");
+        jobs.send(job).map_err(|_| gone())
+    }
+
+    async fn one(&self, kind: Kind) -> Made {
+        let (reply, rx) = oneshot::channel();
+        self.send(Job::One { kind, reply })?;
+        rx.await.map_err(|_| gone())?
+    }
+}
+
+fn gone() -> io::Error {
+    io::Error::other("the namespace socket thread ended")
 }
 
 impl Drop for Factory {
