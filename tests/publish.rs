@@ -109,6 +109,16 @@ fn dnsmasq(
 
 /// A one-line HTTP server (socat forks one answer per connection) on 127.0.0.1:port.
 fn web(sb: &Sandbox, ns: Option<&str>, port: u16, body: &str) -> Proc {
+    web_on(
+        sb,
+        ns,
+        &format!("TCP-LISTEN:{port},bind=127.0.0.1"),
+        port,
+        body,
+    )
+}
+
+fn web_on(sb: &Sandbox, ns: Option<&str>, listen: &str, port: u16, body: &str) -> Proc {
     let script = sb.dir().join(format!("web-{port}-{body}.sh"));
     std::fs::write(
         &script,
@@ -119,7 +129,7 @@ fn web(sb: &Sandbox, ns: Option<&str>, port: u16, body: &str) -> Proc {
     )
     .unwrap();
     let mut c = sb.cmd_in(ns, "socat");
-    c.arg(format!("TCP-LISTEN:{port},bind=127.0.0.1,fork,reuseaddr"))
+    c.arg(format!("{listen},fork,reuseaddr"))
         .arg(format!("SYSTEM:sh {}", script.display()));
     sb.spawn(&format!("web-{port}"), c)
 }
@@ -478,5 +488,89 @@ fn check_warns_about_exposure_and_bad_entries_are_config_errors() {
         String::from_utf8_lossy(&o.stderr).contains("has no running keeper"),
         "{}",
         out(&o)
+    );
+}
+
+#[test]
+fn wireguard_native_publishes_over_ipv6_and_reaches_host_dns() {
+    if !require_root("wireguard_native_publishes_over_ipv6_and_reaches_host_dns") {
+        return;
+    }
+    use common::wireguard::*;
+    let sb = Sandbox::new("publish-wg");
+    let client = genkeys();
+    let srv = start_wg_server(
+        &sb,
+        &WgServerSpec {
+            n: 1,
+            tunnel_v4: "100.64.0.1",
+            tunnel_v6: None,
+            services: &[(SERVICE_V4, "hello")],
+            psk: None,
+        },
+        &client.public,
+    );
+    let file = sb.dir().join("wgq0.conf");
+    std::fs::write(
+        &file,
+        format!(
+            "[Interface]\nPrivateKey = {}\nAddress = {CLIENT_V4}/24\n\
+             [Peer]\nPublicKey = {}\nEndpoint = {}\nAllowedIPs = 0.0.0.0/0\n",
+            client.private, srv.keys.public, srv.endpoint
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    sb.write_conn(
+        "wgq",
+        &format!(
+            "type = \"wireguard\"\n\
+             [wireguard]\nconfig = \"{}\"\nbackend = \"userspace\"\n\
+             [[publish]]\nlisten = \"[::1]:9092\"\ntarget = \"[::1]:9092\"\n\
+             [[host-access]]\nlisten = \"127.0.0.1:53\"\ntarget = 5353\nproto = \"udp\"\n",
+            file.display()
+        ),
+    );
+    let _host_dns = dnsmasq(
+        &sb,
+        sb.cmd("dnsmasq"),
+        "dnsmasq-host",
+        5353,
+        &format!("/{HOST_NAME}/192.0.2.77"),
+    );
+    vpn_ns_ok(&sb, &["up", "wgq"]);
+    let _inside_web = web_on(
+        &sb,
+        Some("wgq"),
+        "TCP6-LISTEN:9092,bind=[::1]",
+        9092,
+        "web-wg",
+    );
+    let page = wait_until(Duration::from_secs(10), || {
+        sandbox::run(
+            sb.cmd("curl")
+                .args(["-sSg", "--max-time", "5", "http://[::1]:9092/"]),
+        )
+    })
+    .unwrap();
+    assert_eq!(page, "web-wg");
+    let answer = sandbox::run(
+        sb.ns_cmd("wgq", "sh")
+            .args(["-c", &dns_query_script(HOST_NAME, 53)]),
+    )
+    .unwrap();
+    assert!(answer.contains(HOST_ADDR_HEX), "{answer}");
+    assert_eq!(
+        sb.tcp_get(Some("wgq"), SERVICE_V4, SERVICE_PORT).unwrap(),
+        "hello"
+    );
+    vpn_ns_ok(&sb, &["verify", "wgq"]);
+    vpn_ns_ok(&sb, &["down", "wgq"]);
+    assert!(
+        sandbox::run(
+            sb.cmd("curl")
+                .args(["-sSg", "--max-time", "2", "http://[::1]:9092/"])
+        )
+        .is_err()
     );
 }
