@@ -574,3 +574,34 @@ fn wireguard_native_publishes_over_ipv6_and_reaches_host_dns() {
         .is_err()
     );
 }
+
+#[test]
+fn hook_mode_openvpn_publishes_when_the_namespace_is_ready() {
+    if !require_root("hook_mode_openvpn_publishes_when_the_namespace_is_ready") {
+        return;
+    }
+    let sb = Sandbox::new("publish-hook");
+    let _srv = sb.start_server(&ServerOptions::default());
+    sb.write_conn(
+        "ph",
+        &format!(
+            "type = \"openvpn\"\nnetns-timeout = {UP_TIMEOUT_MS}\n\
+             [[publish]]\nlisten = 9093\n"
+        ),
+    );
+    let mut client = sb.start_client("ph", &ClientOptions::default());
+    client
+        .wait_connected(Duration::from_millis(UP_TIMEOUT_MS))
+        .expect("client connects");
+    wait_published(&sb, "ph", 1);
+    let _inside_web = web(&sb, Some("ph"), 9093, "web-hook");
+    let page = wait_until(Duration::from_secs(10), || curl(&sb, 9093)).unwrap();
+    assert_eq!(page, "web-hook");
+    vpn_ns_ok(&sb, &["verify", "ph"]);
+    // OpenVPN's own exit runs the down hook: the listener goes with the connection.
+    client.stop().unwrap();
+    assert!(
+        curl(&sb, 9093).is_err(),
+        "published port still answers after the VPN's down"
+    );
+}
