@@ -35,7 +35,7 @@ pub fn run(g: &GlobalArgs, name: &str, device: &str) -> anyhow::Result<ExitCode>
     let dev: InterfaceName = device
         .parse()
         .map_err(|e| UsageError(format!("device {device:?}: {e}")))?;
-    let _lock = state::lock(&conn.name)?;
+    let lock = state::lock(&conn.name)?;
     if let Some(st) = state::load(&conn.name)?
         && st.up
     {
@@ -49,7 +49,7 @@ pub fn run(g: &GlobalArgs, name: &str, device: &str) -> anyhow::Result<ExitCode>
         ));
     }
     let rt = runtime()?;
-    rt.block_on(async {
+    let code = rt.block_on(async {
         let nl = Netlink::connect(None)?;
         let link = nl
             .link(dev.as_str())
@@ -83,5 +83,9 @@ pub fn run(g: &GlobalArgs, name: &str, device: &str) -> anyhow::Result<ExitCode>
                 )))
             }
         }
-    })
+    })?;
+    // The keeper opens the relays once it has the lock.
+    drop(lock);
+    super::publish::wait_listening(&conn);
+    Ok(code)
 }
