@@ -530,7 +530,7 @@ async fn apply(
 
 async fn rollback(conn: &Connection, host: &File, j: Journal) {
     if let Some(k) = j.keeper {
-        keeper::stop_id(&conn.name, k);
+        keeper::discard(&conn.name, k);
     }
     if let Some(name) = &j.wrote_state
         && let Err(e) = state::remove(name)

@@ -345,15 +345,11 @@ fn a_killed_keeper_leaves_the_connection_up_and_up_restores_it() {
     assert_taken_down(&sb, "kr", pid, false);
 }
 
-#[test]
-fn wireguard_go_killed_is_taken_down_within_a_second() {
-    if !require_root("wireguard_go_killed_is_taken_down_within_a_second") {
-        return;
-    }
-    let sb = Sandbox::new("keeper-wg");
+/// A WireGuard server `srv1` and the connection `kwg` (device `kwg0`, wireguard-go).
+fn wg_setup(sb: &Sandbox) -> WgServer {
     let client = genkeys();
     let s1 = start_wg_server(
-        &sb,
+        sb,
         &WgServerSpec {
             n: 1,
             tunnel_v4: "100.64.0.1",
@@ -385,6 +381,16 @@ fn wireguard_go_killed_is_taken_down_within_a_second() {
             file.display()
         ),
     );
+    s1
+}
+
+#[test]
+fn wireguard_go_killed_is_taken_down_within_a_second() {
+    if !require_root("wireguard_go_killed_is_taken_down_within_a_second") {
+        return;
+    }
+    let sb = Sandbox::new("keeper-wg");
+    let _s1 = wg_setup(&sb);
     vpn_ns_ok(&sb, &["up", "kwg"]);
     let pid = state_json(&sb, "kwg").unwrap()["vpn_pid"].as_u64().unwrap();
     assert_eq!(
@@ -395,4 +401,133 @@ fn wireguard_go_killed_is_taken_down_within_a_second() {
     );
     assert_taken_down(&sb, "kwg", pid, false);
     assert!(!sb.exists("/run/wireguard/kwg0.sock"));
+}
+
+/// wireguard-go processes serving `kwg0` in this sandbox, not zombies.
+fn kwg_wireguard_go(sb: &Sandbox) -> Vec<u32> {
+    let ns = std::fs::metadata(format!("/proc/{}/ns/net", sb.pid())).map(|m| {
+        use std::os::unix::fs::MetadataExt;
+        m.ino()
+    });
+    wireguard_go_pids("kwg0")
+        .into_iter()
+        .filter(|p| alive(u64::from(*p)))
+        .filter(|p| {
+            use std::os::unix::fs::MetadataExt;
+            std::fs::metadata(format!("/proc/{p}/ns/net"))
+                .map(|m| m.ino())
+                .ok()
+                == ns.as_ref().ok().copied()
+        })
+        .collect()
+}
+
+#[test]
+fn an_interrupted_wireguard_up_leaves_no_wireguard_go() {
+    if !require_root("an_interrupted_wireguard_up_leaves_no_wireguard_go") {
+        return;
+    }
+    let sb = Sandbox::new("keeper-wg-int");
+    let _s1 = wg_setup(&sb);
+    for (sig, name) in [(sys::SIGTERM, "SIGTERM"), (sys::SIGKILL, "SIGKILL")] {
+        for delay_ms in [5u64, 20, 40, 80, 160] {
+            let mut cmd = sb.vpn_ns();
+            cmd.arg("--config-dir")
+                .arg(sb.config_dir())
+                .args(["up", "kwg"]);
+            let mut up = sb.spawn("wg-up", cmd);
+            std::thread::sleep(Duration::from_millis(delay_ms));
+            up.signal(sig);
+            let status = up
+                .wait_exit(Duration::from_secs(20))
+                .unwrap_or_else(|| panic!("{name} after {delay_ms} ms: up did not exit"));
+            if status.success() {
+                // Up was complete before the signal came: a working connection.
+                eprintln!("{name} after {delay_ms} ms: up had finished");
+                vpn_ns_ok(&sb, &["down", "kwg"]);
+                continue;
+            }
+            if sig == sys::SIGKILL {
+                // Nothing can run in a SIGKILLed process: the next command cleans up.
+                vpn_ns_ok(&sb, &["down", "kwg"]);
+            }
+            let left = time_until(Duration::from_secs(5), || kwg_wireguard_go(&sb).is_empty());
+            assert!(
+                left.is_some(),
+                "{name} after {delay_ms} ms: wireguard-go left running: {:?}\n{}",
+                kwg_wireguard_go(&sb),
+                up.log_text()
+            );
+            vpn_ns_ok(&sb, &["down", "kwg"]);
+            assert!(
+                sb.netns_list().iter().all(|n| n != "kwg"),
+                "{name} {delay_ms}"
+            );
+            assert!(
+                !sb.links_in(None).contains(&"kwg0".to_owned()),
+                "{name} {delay_ms}"
+            );
+        }
+    }
+    // And it still comes up.
+    vpn_ns_ok(&sb, &["up", "kwg"]);
+    vpn_ns_ok(&sb, &["down", "kwg"]);
+}
+
+#[test]
+fn foreground_up_acts_on_a_sigterm_that_arrives_during_start_up() {
+    if !require_root("foreground_up_acts_on_a_sigterm_that_arrives_during_start_up") {
+        return;
+    }
+    let sb = Sandbox::new("keeper-fg-race");
+    let _srv = sb.start_server(&ServerOptions::default());
+    let config = client_config(&sb, "kf");
+    openvpn_conn(&sb, "kf", Some(&config), "");
+    let needle = config.display().to_string();
+    // From "before anything started" to "OpenVPN is connecting": each SIGTERM must
+    // end the whole thing, with nothing left running or configured.
+    for delay_ms in [0u64, 2, 5, 10, 20, 40, 80, 160] {
+        let mut cmd = sb.vpn_ns();
+        cmd.arg("--config-dir")
+            .arg(sb.config_dir())
+            .args(["up", "kf", "--foreground"]);
+        let mut fg = sb.spawn("foreground", cmd);
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        assert!(fg.signal(sys::SIGTERM));
+        let status = fg.wait_exit(Duration::from_secs(20));
+        assert!(
+            status.is_some(),
+            "delay {delay_ms} ms: vpn-ns --foreground did not exit after SIGTERM: {}",
+            fg.log_text()
+        );
+        let left = time_until(Duration::from_secs(5), || {
+            openvpn_with(&needle).is_empty() && !sb.netns_list().contains(&"kf".to_owned())
+        });
+        assert!(
+            left.is_some(),
+            "delay {delay_ms} ms: left behind: openvpn {:?}, namespaces {:?}\n{}",
+            openvpn_with(&needle),
+            sb.netns_list(),
+            fg.log_text()
+        );
+        assert!(state_json(&sb, "kf").is_none_or(|s| s["up"] == false));
+    }
+}
+
+/// Running (not zombie) OpenVPN processes started with `needle` on their command line.
+fn openvpn_with(needle: &str) -> Vec<u64> {
+    std::fs::read_dir("/proc")
+        .expect("/proc")
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u64>().ok())
+        .filter(|pid| alive(*pid))
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|c| {
+                    let c = String::from_utf8_lossy(&c);
+                    c.starts_with("openvpn") && c.contains(needle)
+                })
+                .unwrap_or(false)
+        })
+        .collect()
 }

@@ -279,7 +279,9 @@ fn status_and_list_match_the_live_system() {
     );
     assert_eq!(row("home")[..4], ["home", "openvpn", "down", "home"]);
 
-    // OpenVPN killed without its down hook: the record stays, status calls it stale.
+    // OpenVPN killed without its down hook while nothing watches it (keeper killed
+    // first): the record stays, status calls it stale.
+    common::reliability::kill_keeper(&sb, "work");
     assert!(client.proc.signal(9), "cannot SIGKILL the OpenVPN client");
     let _ = client.wait_exit(Duration::from_secs(5));
     let v = json(&vpn_ns_ok(&sb, &["--json", "status", "work"]));

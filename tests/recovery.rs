@@ -13,7 +13,7 @@ use std::path::Path;
 use std::process::{Output, Stdio};
 use std::time::Duration;
 
-use common::reliability::{FakeTun, Prober, assert_owners_known, state_text};
+use common::reliability::{FakeTun, Prober, assert_owners_known, kill_keeper, state_text};
 use common::wireguard::*;
 use common::*;
 
@@ -38,7 +38,8 @@ fn assert_success(what: &str, out: &Output) {
     );
 }
 
-/// Connects `conn`, SIGKILLs its OpenVPN, and checks the stale record it leaves.
+/// Connects `conn`, SIGKILLs its keeper (so nothing watches it: tests/keeper.rs covers
+/// the keeper's own reaction) and then its OpenVPN, and checks the stale record left.
 fn connect_and_kill(sb: &Sandbox, conn: &str) -> u64 {
     let mut client = sb.start_client(conn, &ClientOptions::default());
     expect_ok(client.wait_connected(CONNECT));
@@ -50,6 +51,7 @@ fn connect_and_kill(sb: &Sandbox, conn: &str) -> u64 {
         "the state must record OpenVPN's pid {pid}: {st}"
     );
     let ino = sb.netns_inode(conn).expect("namespace");
+    kill_keeper(sb, conn);
 
     assert!(client.proc.signal(sys::SIGKILL), "cannot SIGKILL openvpn");
     assert!(

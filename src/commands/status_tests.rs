@@ -230,6 +230,80 @@ fn published_relays_are_listed_with_counts() {
 }
 
 #[test]
+fn keeper_rows_say_what_it_watches_or_that_nobody_does() {
+    let mut up = conn("work", StateKind::Up);
+    up.keeper = Some(KeeperOut {
+        pid: 99,
+        running: true,
+        rss_kib: Some(1800),
+        watching: vec![
+            "openvpn (pid 4242) by pidfd".into(),
+            "tun0 by netlink".into(),
+        ],
+        lease_expires: Some(rfc3339(2000)),
+        lease_expired: false,
+        published: vec![],
+    });
+    let s = render_status(
+        &Report {
+            connections: vec![up],
+        },
+        1060,
+    );
+    assert!(
+        s.contains(
+            "  keeper     pid 99, RSS 1800 KiB
+"
+        ),
+        "{s}"
+    );
+    assert!(
+        s.contains("  watching   openvpn (pid 4242) by pidfd\n             tun0 by netlink\n"),
+        "{s}"
+    );
+    assert!(
+        s.contains("  lease      expires 1970-01-01T00:33:20Z\n"),
+        "{s}"
+    );
+
+    let mut gone = conn("work", StateKind::Up);
+    gone.keeper = Some(KeeperOut {
+        pid: 99,
+        running: false,
+        rss_kib: None,
+        watching: vec![],
+        lease_expires: Some(rfc3339(2000)),
+        lease_expired: true,
+        published: vec![],
+    });
+    let s = render_status(
+        &Report {
+            connections: vec![gone],
+        },
+        1060,
+    );
+    assert!(
+        s.contains("keeper     none: UNATTENDED (keeper pid 99 is gone"),
+        "{s}"
+    );
+    assert!(s.contains("`vpn-ns up work` starts a new keeper"), "{s}");
+    assert!(s.contains("(EXPIRED: address removed)"), "{s}");
+
+    let mut kept = conn("work", StateKind::Kept);
+    kept.vpn_gone = Some("the VPN process openvpn (pid 4242) exited".into());
+    let s = render_status(
+        &Report {
+            connections: vec![kept],
+        },
+        1060,
+    );
+    assert!(
+        s.contains("  vpn gone   the VPN process openvpn (pid 4242) exited\n"),
+        "{s}"
+    );
+}
+
+#[test]
 fn status_block_and_list_table() {
     let mut stale = conn("old", StateKind::Stale);
     stale.stale_reason = Some("namespace old is gone".into());

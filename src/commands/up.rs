@@ -157,7 +157,7 @@ fn foreground_signals() -> SigSet {
 
 fn openvpn(g: &GlobalArgs, conn: &Connection, foreground: bool) -> anyhow::Result<ExitCode> {
     // Blocked before anything starts, so a SIGTERM during start-up waits for the
-    // forwarding loop instead of being lost (children get a clean mask from spawn).
+    // forwarding loop instead of being lost (OpenVPN gets a clean mask at spawn).
     let signals = foreground.then(foreground_signals);
     if let Some(s) = &signals {
         s.thread_block().context("cannot block signals")?;
@@ -366,6 +366,7 @@ fn run_foreground(
     mut cmd: Command,
     signals: SigSet,
 ) -> anyhow::Result<ExitCode> {
+    procs::unblock_signals_in_child(&mut cmd);
     // Its own process group: a terminal's Ctrl-C reaches OpenVPN once, through us.
     let mut child = cmd
         .stdin(Stdio::null())

@@ -74,11 +74,14 @@ pub struct Userspace {
 /// Starts `program -f <iface>` detached from our process group (so a Ctrl-C to vpn-ns
 /// does not kill the tunnel), logging to `log`, and waits until its UAPI socket accepts
 /// connections.
+/// `conn`: the connection the process is recorded for (`record_starting`) the moment
+/// it exists, before the wait, so an up killed meanwhile does not lose it.
 pub fn start_userspace(
     program: &str,
     iface: &str,
     log: &Path,
     timeout: Duration,
+    conn: &str,
 ) -> Result<Userspace, DeviceError> {
     let dir = Path::new(SOCKET_DIR);
     match fs::DirBuilder::new().mode(0o755).create(dir) {
@@ -129,7 +132,9 @@ pub fn start_userspace(
         iface: iface.to_owned(),
         source,
     };
-    let mut child = Command::new(program)
+    let mut cmd = Command::new(program);
+    crate::procs::unblock_signals_in_child(&mut cmd);
+    let mut child = cmd
         .arg("-f")
         .arg(iface)
         .env(USERSPACE_ENV, "1")
@@ -139,10 +144,23 @@ pub fn start_userspace(
         .process_group(0)
         .spawn()
         .map_err(spawn_err)?;
+    let recorded = match ProcId::of(child.id()) {
+        Some(id) => record_starting(conn, id, iface),
+        None => Err(DeviceError::Io {
+            op: "cannot read the identity of",
+            path: PathBuf::from(format!("/proc/{}", child.id())),
+            source: io::Error::from_raw_os_error(libc::ESRCH),
+        }),
+    };
     // Our unreaped child: its pid cannot be reused while we hold it.
-    let pidfd = match PidFd::open_pid(child.id()) {
+    let pidfd = match PidFd::open_pid(child.id()).and_then(|p| match recorded {
+        Ok(()) => Ok(p),
+        Err(e) => Err(io::Error::other(e)),
+    }) {
         Ok(Some(p)) => p,
         r => {
+            // No pidfd (out of descriptors?): std's kill of our own unreaped child,
+            // whose pid cannot have been reused.
             let _ = child.kill();
             let _ = child.wait();
             let e = r
@@ -224,7 +242,7 @@ pub fn start_userspace(
 fn stop_child(child: &mut Child, pidfd: &PidFd) {
     let _ = pidfd.signal(libc::SIGTERM);
     if !pidfd.wait_exit(Duration::from_secs(2)) {
-        let _ = child.kill();
+        let _ = pidfd.signal(libc::SIGKILL);
     }
     let _ = child.wait();
 }
@@ -278,4 +296,78 @@ pub fn ensure_log_dir() -> Result<(), DeviceError> {
             source,
         }),
     }
+}
+
+/// A userspace implementation started by an up that has not finished yet:
+/// `/run/vpn-ns/<conn>.wg.starting` names it until the up records it in the state (or
+/// rolls back), so an up killed half way (SIGKILL, a crash) does not leave it running
+/// unknown to everyone: the next up or down stops it.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct Starting {
+    process: ProcId,
+    iface: String,
+}
+
+fn starting_path(conn: &str) -> PathBuf {
+    crate::state::run_dir().join(format!("{conn}.wg.starting"))
+}
+
+pub fn record_starting(conn: &str, process: ProcId, iface: &str) -> Result<(), DeviceError> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let p = starting_path(conn);
+    let body = serde_json::to_vec(&Starting {
+        process,
+        iface: iface.to_owned(),
+    })
+    .expect("serializes");
+    let io = |op| {
+        let path = p.clone();
+        move |source| DeviceError::Io { op, path, source }
+    };
+    let mut f = OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&p)
+        .map_err(io("cannot write"))?;
+    f.write_all(&body).map_err(io("cannot write"))
+}
+
+pub fn clear_starting(conn: &str) {
+    let p = starting_path(conn);
+    if let Err(e) = fs::remove_file(&p)
+        && e.kind() != io::ErrorKind::NotFound
+    {
+        tracing::warn!("cannot remove {}: {e}", p.display());
+    }
+}
+
+/// Stops what an interrupted up left running (see `Starting`). True when it did.
+pub fn stop_leftover(conn: &str, timeout: Duration) -> bool {
+    let p = starting_path(conn);
+    let Ok(text) = fs::read(&p) else {
+        return false;
+    };
+    let stopped = match serde_json::from_slice::<Starting>(&text) {
+        Ok(s) => {
+            let stopped = stop_userspace(s.process, &s.iface, timeout);
+            if stopped {
+                tracing::warn!(
+                    "{conn}: stopped the userspace WireGuard of {} (pid {}) left by an interrupted up",
+                    s.iface,
+                    s.process.pid
+                );
+            }
+            stopped
+        }
+        Err(e) => {
+            tracing::warn!("{} is corrupt ({e}); removing it", p.display());
+            false
+        }
+    };
+    clear_starting(conn);
+    stopped
 }
