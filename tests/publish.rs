@@ -343,6 +343,35 @@ fn openvpn_namespace_publishes_both_ways_and_stays_sealed() {
     assert_eq!(bad.status.code(), Some(2), "{}", out(&bad));
     vpn_ns_ok(&sb, &["unpublish", "pb", "8081"]);
     assert!(curl(&sb, 8081).is_err(), "unpublished port still answers");
+    // Ad hoc the other way: the host's service on another port inside.
+    let o = vpn_ns_ok(&sb, &["publish", "--host-access", "pb", "1144:1143"]);
+    assert!(
+        String::from_utf8_lossy(&o.stdout)
+            .contains("[[host-access]] listen 127.0.0.1:1144/tcp -> target 127.0.0.1:1143"),
+        "{}",
+        out(&o)
+    );
+    let inside = |port: u16| {
+        sandbox::run(
+            sb.ns_cmd("pb", "curl")
+                .args(["-sS", "--max-time", "5"])
+                .arg(format!("http://127.0.0.1:{port}/")),
+        )
+    };
+    assert_eq!(inside(1144).unwrap(), "host-service");
+    vpn_ns_ok(&sb, &["unpublish", "pb", "1144", "--host-access"]);
+    assert!(
+        inside(1144).is_err(),
+        "unpublished host access still answers"
+    );
+    // Nothing else of the host is reachable from inside: its web service on 9092 below
+    // is not published.
+    let _other = web(&sb, None, 9092, "not-for-inside");
+    wait_until(Duration::from_secs(10), || curl(&sb, 9092)).unwrap();
+    assert!(
+        inside(9092).is_err(),
+        "a host service that is not published answers inside"
+    );
 
     // Down: every listener is gone, on both sides.
     vpn_ns_ok(&sb, &["down", "pb"]);

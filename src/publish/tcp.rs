@@ -18,6 +18,9 @@ use super::side::{Kind, Side};
 
 /// Bytes asked of one splice; the pipe (64 KiB by default) may take less.
 const CHUNK: usize = 1 << 20;
+/// A target that does not answer (an address behind a dead tunnel) must not hold the
+/// client and its descriptors for the kernel's two minutes of SYN retries.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// After EMFILE/ENFILE, accepting again at once would spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
@@ -65,9 +68,10 @@ pub(super) async fn relay(client: TcpStream, target: SocketAddr, side: &Side) ->
             udp: false,
         })
         .await?;
-    let upstream = TcpSocket::from_std_stream(std::net::TcpStream::from(fd))
-        .connect(target)
-        .await?;
+    let connect = TcpSocket::from_std_stream(std::net::TcpStream::from(fd)).connect(target);
+    let upstream = tokio::time::timeout(CONNECT_TIMEOUT, connect)
+        .await
+        .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))??;
     let _ = client.set_nodelay(true);
     let _ = upstream.set_nodelay(true);
     let (p1, p2) = (Pipe::new()?, Pipe::new()?);

@@ -84,17 +84,15 @@ pub(super) async fn serve(
                 };
                 next_id += 1;
                 let last = Arc::new(AtomicU64::new(now_ms()));
-                let task = tokio::spawn(answers(
-                    sock.clone(),
-                    listener.clone(),
+                let session = Answers {
+                    sock: sock.clone(),
+                    listener: listener.clone(),
                     peer,
-                    next_id,
-                    last.clone(),
-                    sessions.clone(),
-                    limits.idle,
-                    now_ms,
-                ))
-                .abort_handle();
+                    id: next_id,
+                    last: last.clone(),
+                    sessions: sessions.clone(),
+                };
+                let task = tokio::spawn(session.run(limits.idle, now_ms)).abort_handle();
                 let mut map = sessions.lock().expect("sessions lock");
                 if map.len() >= limits.max
                     && let Some(oldest) = map
@@ -135,36 +133,38 @@ async fn connect(side: &Side, target: SocketAddr) -> std::io::Result<UdpSocket> 
     Ok(s)
 }
 
-/// Carries the target's answers back to `peer` until the session has been idle for
-/// `idle`, then removes it (unless a newer session for `peer` replaced it).
-#[allow(clippy::too_many_arguments)]
-async fn answers(
+/// One session's way back: the target's answers to `peer`.
+struct Answers {
     sock: Arc<UdpSocket>,
     listener: Arc<UdpSocket>,
     peer: SocketAddr,
     id: u64,
     last: Arc<AtomicU64>,
     sessions: Sessions,
-    idle: Duration,
-    now_ms: impl Fn() -> u64,
-) {
-    let mut buf = vec![0u8; MAX_DATAGRAM];
-    loop {
-        let since = now_ms().saturating_sub(last.load(Ordering::Relaxed));
-        let wait = idle.saturating_sub(Duration::from_millis(since));
-        if wait.is_zero() {
-            break;
+}
+
+impl Answers {
+    /// Carries the target's answers back until the session has been idle for `idle`,
+    /// then removes it (unless a newer session for the same peer replaced it).
+    async fn run(self, idle: Duration, now_ms: impl Fn() -> u64) {
+        let mut buf = vec![0u8; MAX_DATAGRAM];
+        loop {
+            let since = now_ms().saturating_sub(self.last.load(Ordering::Relaxed));
+            let wait = idle.saturating_sub(Duration::from_millis(since));
+            if wait.is_zero() {
+                break;
+            }
+            // An error (ECONNREFUSED: the target's port is closed for now) or a timeout
+            // leaves the session; only idleness ends it.
+            if let Ok(Ok(n)) = tokio::time::timeout(wait, self.sock.recv(&mut buf)).await {
+                self.last.store(now_ms(), Ordering::Relaxed);
+                let _ = self.listener.send_to(&buf[..n], self.peer).await;
+            }
         }
-        // An error (ECONNREFUSED: the target's port is closed for now) or a timeout
-        // leaves the session; only idleness ends it.
-        if let Ok(Ok(n)) = tokio::time::timeout(wait, sock.recv(&mut buf)).await {
-            last.store(now_ms(), Ordering::Relaxed);
-            let _ = listener.send_to(&buf[..n], peer).await;
+        let mut map = self.sessions.lock().expect("sessions lock");
+        if map.get(&self.peer).is_some_and(|s| s.id == self.id) {
+            map.remove(&self.peer);
         }
-    }
-    let mut map = sessions.lock().expect("sessions lock");
-    if map.get(&peer).is_some_and(|s| s.id == id) {
-        map.remove(&peer);
     }
 }
 
