@@ -335,6 +335,26 @@ fn clean_dead(conn: &Connection) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// sigtimedwait: a signal of `set` (blocked) within `timeout`, or `None`.
+fn timed_wait(set: &SigSet, timeout: Duration) -> anyhow::Result<Option<Signal>> {
+    let ts = libc::timespec {
+        tv_sec: timeout.as_secs() as libc::time_t,
+        tv_nsec: libc::c_long::from(timeout.subsec_nanos() as i32),
+    };
+    loop {
+        // SAFETY: the set and timespec outlive the call; no siginfo is requested.
+        let r = unsafe { libc::sigtimedwait(set.as_ref(), std::ptr::null_mut(), &ts) };
+        if r >= 0 {
+            return Ok(Signal::try_from(r).ok());
+        }
+        match std::io::Error::last_os_error().raw_os_error() {
+            Some(libc::EAGAIN) => return Ok(None),
+            Some(libc::EINTR) => continue,
+            _ => return Err(std::io::Error::last_os_error()).context("cannot wait for signals"),
+        }
+    }
+}
+
 fn show_tail(log: &Path) {
     let text = std::fs::read_to_string(log).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
@@ -379,13 +399,33 @@ fn run_foreground(
         "{}: openvpn running in the foreground, pid {pid}",
         conn.name
     );
+    // A stop passed on is repeated every second until OpenVPN is gone (one that has only
+    // just started may not act on it yet), and after STOP_GRACE becomes SIGKILL.
+    let mut stopping: Option<(Signal, Instant)> = None;
     let status = loop {
-        let sig = signals.wait().context("cannot wait for signals")?;
-        if sig == Signal::SIGCHLD {
-            if let Some(status) = child.try_wait().context("cannot wait for openvpn")? {
-                break status;
+        if let Some(status) = child.try_wait().context("cannot wait for openvpn")? {
+            break status;
+        }
+        let sig = match stopping {
+            None => Some(signals.wait().context("cannot wait for signals")?),
+            Some(_) => timed_wait(&signals, Duration::from_secs(1))?,
+        };
+        let (sig, first) = match (sig, stopping) {
+            (Some(Signal::SIGCHLD), _) => continue,
+            (Some(s), _) => (s, true),
+            (None, Some((s, since))) if since.elapsed() >= STOP_GRACE => {
+                tracing::warn!(
+                    "{}: openvpn ignored {s} for {} s; killing it",
+                    conn.name,
+                    STOP_GRACE.as_secs()
+                );
+                (Signal::SIGKILL, false)
             }
-            continue;
+            (None, Some((s, _))) => (s, false),
+            (None, None) => continue,
+        };
+        if first && matches!(sig, Signal::SIGTERM | Signal::SIGINT) && stopping.is_none() {
+            stopping = Some((sig, Instant::now()));
         }
         pidfd
             .signal(sig as i32)

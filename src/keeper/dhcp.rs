@@ -3,12 +3,17 @@
 //! retransmitted at half the remaining time (at least `MIN_RETRY`); an ACK renews the
 //! lease, a NAK or the lease's end removes the address and routes (fail closed: the
 //! LAN's server may give the address to another host). Between those instants the
-//! task has no descriptor open and costs no wake-up: only a deadline.
+//! task costs no wake-up: one timerfd on CLOCK_BOOTTIME, armed for the next instant
+//! (so time spent suspended counts, as it does for the server), and a UDP socket only
+//! while a request is outstanding.
 
 use std::fs::File;
 use std::net::UdpSocket;
 use std::os::fd::{AsFd, BorrowedFd};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use nix::sys::time::TimeSpec;
+use nix::sys::timerfd::{ClockId, Expiration, TimerFd, TimerFlags, TimerSetTimeFlags};
 
 use crate::config::Connection;
 use crate::netlink::Netlink;
@@ -35,14 +40,25 @@ pub struct Renewal {
     dev: String,
     mac: [u8; 6],
     lease: Lease,
-    /// Unix time the lease was obtained (or last renewed).
+    /// Unix time the lease was obtained (or last renewed): what is recorded and shown.
     obtained: u64,
+    /// The same instant on CLOCK_BOOTTIME: what the timing runs on.
+    obtained_boot: Duration,
     phase: Phase,
+    timer: TimerFd,
     /// Open only while a request is outstanding.
     sock: Option<UdpSocket>,
     xid: u32,
-    next_send: Option<Instant>,
+    /// CLOCK_BOOTTIME instant of the next retransmission.
+    next_send: Option<Duration>,
     renewals: u32,
+}
+
+/// Now on CLOCK_BOOTTIME (monotonic, counting suspend).
+fn boot_now() -> Duration {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME)
+        .map(Duration::from)
+        .unwrap_or_default()
 }
 
 impl Renewal {
@@ -61,12 +77,21 @@ impl Renewal {
         if lease.times().is_none() {
             return Ok(None);
         }
-        Ok(Some(Renewal {
+        // The one conversion from the recorded wall-clock time to the boot clock.
+        let age = Duration::from_secs(state::now().saturating_sub(obtained));
+        let timer = TimerFd::new(
+            ClockId::CLOCK_BOOTTIME,
+            TimerFlags::TFD_NONBLOCK | TimerFlags::TFD_CLOEXEC,
+        )
+        .map_err(std::io::Error::from)?;
+        let r = Renewal {
             conn: conn.name.clone(),
             dev: rec.inside.clone(),
             mac: lease::mac_for(&conn.name),
             lease,
             obtained,
+            obtained_boot: boot_now().saturating_sub(age),
+            timer,
             phase: if rec.lease_expired {
                 Phase::Expired
             } else {
@@ -76,36 +101,60 @@ impl Renewal {
             xid: 0,
             next_send: None,
             renewals: 0,
-        }))
-    }
-
-    fn times(&self) -> (u64, u64, u64) {
-        let (t1, t2, l) = self.lease.times().unwrap_or((u64::MAX, u64::MAX, u64::MAX));
-        let at = |t: u64| self.obtained.saturating_add(t);
-        (at(t1), at(t2), at(l))
-    }
-
-    /// The next instant something is due (`None`: nothing, ever).
-    pub fn deadline(&self) -> Option<Instant> {
-        let (t1, t2, end) = self.times();
-        let next = match self.phase {
-            Phase::Bound => at_unix(t1),
-            Phase::Renewing => at_unix(t2),
-            Phase::Rebinding => at_unix(end),
-            Phase::Expired => return None,
         };
-        Some(match self.next_send {
-            Some(s) => s.min(next),
-            None => next,
-        })
+        r.arm()?;
+        Ok(Some(r))
     }
 
-    pub fn socket(&self) -> Option<BorrowedFd<'_>> {
-        self.sock.as_ref().map(|s| s.as_fd())
+    /// (T1, T2, end) as offsets from the lease's start.
+    fn offsets(&self) -> (Duration, Duration, Duration) {
+        let (t1, t2, l) = self.lease.times().unwrap_or((u64::MAX, u64::MAX, u64::MAX));
+        let d = |t: u64| Duration::from_secs(t.min(u64::from(u32::MAX)));
+        (d(t1), d(t2), d(l))
+    }
+
+    /// (T1, T2, end) on the boot clock.
+    fn boot_times(&self) -> (Duration, Duration, Duration) {
+        let (t1, t2, end) = self.offsets();
+        let b = self.obtained_boot;
+        (b + t1, b + t2, b + end)
+    }
+
+    /// Arms the timer for the next instant something is due (disarms when nothing is).
+    fn arm(&self) -> std::io::Result<()> {
+        let (t1, t2, end) = self.boot_times();
+        let next = match self.phase {
+            Phase::Bound => Some(t1),
+            Phase::Renewing => Some(t2),
+            Phase::Rebinding => Some(end),
+            Phase::Expired => None,
+        };
+        let next = match (next, self.next_send) {
+            (Some(n), Some(s)) => Some(n.min(s)),
+            (n, _) => n,
+        };
+        match next {
+            // An instant already past fires at once (zero would disarm: use 1 ns).
+            Some(at) => self.timer.set(
+                Expiration::OneShot(TimeSpec::from(at.max(Duration::from_nanos(1)))),
+                TimerSetTimeFlags::TFD_TIMER_ABSTIME,
+            ),
+            None => self.timer.unset(),
+        }
+        .map_err(std::io::Error::from)
+    }
+
+    /// The timerfd, and the UDP socket while a request is outstanding.
+    pub fn fds(&self) -> Vec<BorrowedFd<'_>> {
+        let mut v = vec![self.timer.as_fd()];
+        if let Some(s) = &self.sock {
+            v.push(s.as_fd());
+        }
+        v
     }
 
     pub fn expires_unix(&self) -> u64 {
-        self.times().2
+        self.obtained.saturating_add(self.offsets().2.as_secs())
     }
 
     pub fn expired(&self) -> bool {
@@ -113,9 +162,9 @@ impl Renewal {
     }
 
     pub fn describe(&self) -> String {
-        let (t1, t2, end) = self.times();
-        let now = state::now();
-        let left = |t: u64| t.saturating_sub(now);
+        let (t1, t2, end) = self.boot_times();
+        let now = boot_now();
+        let left = |t: Duration| t.saturating_sub(now).as_secs();
         match self.phase {
             Phase::Expired => format!(
                 "DHCP lease of {} from {}: EXPIRED, address removed",
@@ -138,23 +187,33 @@ impl Renewal {
         }
     }
 
-    /// Reads answers and acts on whatever is due. Returns a message when the lease is
-    /// lost (the caller logs it).
-    pub fn on_wake(&mut self, ns: Option<&File>, now: Instant) -> Option<String> {
+    /// Reads answers and acts on whatever is due, then re-arms the timer. Returns a
+    /// message when the lease is lost (the caller logs it).
+    pub fn on_wake(&mut self, ns: Option<&File>) -> Option<String> {
+        // Drain the expiration count; what is due is decided from the clock.
+        let _ = self.timer.wait();
+        let lost = self.step(ns);
+        if let Err(e) = self.arm() {
+            tracing::warn!("{}: DHCP: cannot arm the timer: {e}", self.conn);
+        }
+        lost
+    }
+
+    fn step(&mut self, ns: Option<&File>) -> Option<String> {
         if let Some(why) = self.read_answers(ns) {
             return Some(why);
         }
         if self.phase == Phase::Expired {
             return None;
         }
-        let (t1, t2, end) = self.times();
-        let unix = state::now();
-        if unix >= end {
+        let (t1, t2, end) = self.boot_times();
+        let now = boot_now();
+        if now >= end {
             return Some(self.expire(ns, "the lease ran out without a renewal"));
         }
         let send = match self.phase {
-            Phase::Bound | Phase::Renewing if unix >= t2 => Some(Phase::Rebinding),
-            Phase::Bound if unix >= t1 => Some(Phase::Renewing),
+            Phase::Bound | Phase::Renewing if now >= t2 => Some(Phase::Rebinding),
+            Phase::Bound if now >= t1 => Some(Phase::Renewing),
             p if self.next_send.is_some_and(|s| s <= now) => Some(p),
             _ => None,
         };
@@ -169,7 +228,7 @@ impl Renewal {
         None
     }
 
-    fn send(&mut self, ns: Option<&File>, until_unix: u64) -> std::io::Result<()> {
+    fn send(&mut self, ns: Option<&File>, until: Duration) -> std::io::Result<()> {
         if self.sock.is_none() {
             let dev = self.dev.clone();
             let make = move || dhcp::bound_socket(&dev);
@@ -187,8 +246,8 @@ impl Renewal {
         if let Some(s) = &self.sock {
             s.send_to(&msg, dhcp::destination(server))?;
         }
-        let left = until_unix.saturating_sub(state::now());
-        self.next_send = Some(Instant::now() + Duration::from_secs(left / 2).max(MIN_RETRY));
+        let now = boot_now();
+        self.next_send = Some(now + (until.saturating_sub(now) / 2).max(MIN_RETRY));
         tracing::info!(
             "{}: DHCP: asking to renew the lease of {} ({how} {})",
             self.conn,
@@ -226,6 +285,7 @@ impl Renewal {
     fn renewed(&mut self, l: Lease) {
         self.lease = l;
         self.obtained = state::now();
+        self.obtained_boot = boot_now();
         self.phase = Phase::Bound;
         self.sock = None;
         self.next_send = None;
@@ -265,11 +325,6 @@ impl Renewal {
         };
         format!("DHCP lease of {} lost: {why}; {result}", self.lease.address)
     }
-}
-
-fn at_unix(t: u64) -> Instant {
-    let now = state::now();
-    Instant::now() + Duration::from_secs(t.saturating_sub(now))
 }
 
 fn new_xid(conn: &str) -> u32 {

@@ -7,7 +7,7 @@ use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixListener;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
@@ -21,7 +21,7 @@ use crate::netns;
 use crate::procs::{self, PidFd, ProcId};
 use crate::publish::{Direction, Endpoint, Proto, Relays, Rule};
 use crate::state::{self, State};
-use crate::wait::{self, Wake};
+use crate::wait;
 
 /// How the keeper takes its connection down: the same steps as `vpn-ns down` for the
 /// connection's kind, without the lock (the keeper holds it). Supplied by the command
@@ -249,7 +249,6 @@ impl Keeper<'_> {
 
     fn event_loop(&mut self) -> Result<End, KeeperError> {
         loop {
-            let deadline = self.dhcp.as_ref().and_then(Renewal::deadline);
             let wake = {
                 let mut fds: Vec<BorrowedFd<'_>> =
                     vec![self.signals.as_fd(), self.listener.as_fd()];
@@ -261,11 +260,12 @@ impl Keeper<'_> {
                     fds.push(l.as_fd());
                     fds.len() - 1
                 });
-                let dhcp_at = self.dhcp.as_ref().and_then(Renewal::socket).map(|s| {
-                    fds.push(s);
-                    fds.len() - 1
-                });
-                let w = wait::until(&fds, deadline).map_err(|source| KeeperError::Watch {
+                let dhcp_from = fds.len();
+                if let Some(d) = &self.dhcp {
+                    fds.extend(d.fds());
+                }
+                let dhcp_at = dhcp_from..fds.len();
+                let w = wait::until(&fds, None).map_err(|source| KeeperError::Watch {
                     conn: self.conn.name.clone(),
                     what: "cannot wait".into(),
                     source,
@@ -294,12 +294,12 @@ impl Keeper<'_> {
             {
                 return Ok(End::Down(why));
             }
-            let dhcp_due = dhcp_at.is_some_and(|i| w.is(i)) || w == Wake::Deadline;
-            if dhcp_due && let Some(d) = &mut self.dhcp {
-                let now = Instant::now();
-                if let Some(why) = d.on_wake(self.ns.as_ref(), now) {
-                    tracing::warn!("{}: {why}", self.conn.name);
-                }
+            let dhcp_due = dhcp_at.clone().any(|i| w.is(i));
+            if dhcp_due
+                && let Some(d) = &mut self.dhcp
+                && let Some(why) = d.on_wake(self.ns.as_ref())
+            {
+                tracing::warn!("{}: {why}", self.conn.name);
             }
         }
     }
