@@ -140,16 +140,21 @@ fn keeper_log(sb: &Sandbox, conn: &str) -> String {
 
 /// After kill -9 of the VPN: the namespace (or, persistent, the record's "up") goes
 /// within a second, and the keeper says why.
-fn assert_taken_down(sb: &Sandbox, conn: &str, vpn_pid: u64, persistent: bool) {
-    let keeper = keeper_pid(sb, conn);
-    // `up` does not wait for its keeper (a VPN dead before the keeper looks is taken
-    // down too, logged differently): this test is about a death it watches.
+/// `up` does not wait for its keeper: its control socket says it is watching.
+fn wait_keeper_ready(sb: &Sandbox, conn: &str) {
     let sock = format!("/run/vpn-ns/{conn}.keeper.sock");
     assert!(
         time_until(Duration::from_secs(5), || sb.exists(&sock)).is_some(),
         "the keeper did not open its control socket:\n{}",
         keeper_log(sb, conn)
     );
+}
+
+fn assert_taken_down(sb: &Sandbox, conn: &str, vpn_pid: u64, persistent: bool) {
+    let keeper = keeper_pid(sb, conn);
+    // A VPN dead before the keeper looks is taken down too, logged differently: this
+    // test is about a death it watches.
+    wait_keeper_ready(sb, conn);
     sigkill(vpn_pid);
     let took = time_until(Duration::from_secs(5), || {
         if persistent {
@@ -205,6 +210,7 @@ fn native_openvpn_killed_is_taken_down_within_a_second() {
     openvpn_conn(&sb, "kn", Some(&config), "");
     vpn_ns_ok(&sb, &["up", "kn"]);
     let pid = state_json(&sb, "kn").unwrap()["vpn_pid"].as_u64().unwrap();
+    wait_keeper_ready(&sb, "kn");
     let s = status_text(&sb, "kn");
     assert!(
         s.contains(&format!("openvpn (pid {pid}) by pidfd")),
@@ -330,6 +336,7 @@ fn a_killed_keeper_leaves_the_connection_up_and_up_restores_it() {
     assert_eq!(st["vpn_pid"].as_u64(), Some(pid), "the same OpenVPN");
     let keeper2 = keeper_pid(&sb, "kr");
     assert_ne!(keeper2, keeper);
+    wait_keeper_ready(&sb, "kr");
     let o = vpn_ns_ok(&sb, &["--json", "status", "kr"]);
     let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let k = &j["connections"][0]["keeper"];

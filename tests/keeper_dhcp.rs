@@ -185,6 +185,13 @@ fn dhcp_lease_is_renewed_at_t1_on_the_wire_and_released_at_down() {
     let started = Instant::now();
     must_vpn_ns(&sb, &["up", "lan"]);
     let leased = addr_of(&sb, "lan", "lan0").expect("leased address");
+    // Up does not wait for its keeper; its control socket says it is ready.
+    wait_for(
+        Duration::from_secs(10),
+        "the keeper's control socket",
+        || sb.exists("/run/vpn-ns/lan.keeper.sock"),
+        || keeper_log(&sb),
+    );
 
     let s = must_vpn_ns(&sb, &["status", "lan"]);
     assert!(s.contains("lease") && s.contains("expires"), "{s}");
