@@ -122,6 +122,8 @@ pub struct Engine {
     host: Arc<Side>,
     inside: Arc<Side>,
     udp: udp::Limits,
+    /// Open TCP connections of all relays together.
+    tcp: Arc<tcp::Budget>,
     rt: Handle,
     stop: Option<oneshot::Sender<()>>,
     thread: Option<JoinHandle<()>>,
@@ -130,7 +132,7 @@ pub struct Engine {
 
 impl Engine {
     pub fn start(host: Place<'_>, inside: Place<'_>) -> Result<Self, PublishError> {
-        raise_fd_limit();
+        let fds = raise_fd_limit();
         let host = Arc::new(host.side()?);
         let inside = Arc::new(inside.side()?);
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -153,6 +155,7 @@ impl Engine {
                 idle: udp::IDLE,
                 max: udp::MAX_SESSIONS,
             },
+            tcp: Arc::new(tcp::Budget::for_descriptors(fds)),
             rt: handle,
             stop: Some(stop),
             thread: Some(thread),
@@ -167,6 +170,12 @@ impl Engine {
             idle,
             max: max.max(1),
         };
+    }
+
+    /// At most `max` relayed TCP connections at once, all relays together (by default
+    /// what the descriptor limit allows, leaving room for the keeper's own work).
+    pub fn set_tcp_limit(&mut self, max: usize) {
+        self.tcp = Arc::new(tcp::Budget::new(max));
     }
 
     /// Binds the rule's listener now, so that a taken address fails this call (and
@@ -189,7 +198,7 @@ impl Engine {
         let task = match rule.proto {
             Proto::Tcp => self
                 .rt
-                .spawn(tcp::serve(fd.into(), target, far, st))
+                .spawn(tcp::serve(fd.into(), target, far, st, self.tcp.clone()))
                 .abort_handle(),
             Proto::Udp => {
                 let limits = self.udp;
@@ -289,22 +298,28 @@ pub(crate) fn listener(side: &Side, addr: SocketAddr, proto: Proto) -> io::Resul
 }
 
 /// Each relayed TCP connection holds two sockets and two pipes: the default soft limit
-/// of 1024 descriptors would cap a keeper near 250 connections.
-fn raise_fd_limit() {
+/// of 1024 descriptors would cap a keeper near 250 connections. Returns the limit now.
+fn raise_fd_limit() -> u64 {
     let mut lim = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
     };
     // SAFETY: getrlimit/setrlimit read or write the one struct they are given.
     unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return 1024;
+        }
+        if lim.rlim_cur < lim.rlim_max {
+            let old = lim.rlim_cur;
             lim.rlim_cur = lim.rlim_max;
             if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
                 tracing::debug!(
                     "cannot raise the descriptor limit: {}",
                     io::Error::last_os_error()
                 );
+                return old;
             }
         }
     }
+    lim.rlim_cur
 }

@@ -452,3 +452,54 @@ fn a_taken_address_fails_add_and_unpublish_closes_everything() {
     // The engine's end closes every listener.
     assert!(connect_in(&p.host, "127.0.0.1:4002").is_err());
 }
+
+#[test]
+fn the_connection_budget_closes_clients_past_it_and_recovers() {
+    if !require_root("the_connection_budget_closes_clients_past_it_and_recovers") {
+        return;
+    }
+    let p = pair("pubbudget");
+    let l = listen_in(&p.inside, "127.0.0.1:6100");
+    std::thread::spawn(move || {
+        for c in l.incoming() {
+            let Ok(mut c) = c else { return };
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 16];
+                while let Ok(n) = c.read(&mut buf) {
+                    if n == 0 || c.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    let mut e = p.engine();
+    e.set_tcp_limit(3);
+    e.add(rule(
+        Direction::Publish,
+        Proto::Tcp,
+        "127.0.0.1:6101",
+        "127.0.0.1:6100",
+    ))
+    .unwrap();
+    let echo = |c: &mut TcpStream| -> bool {
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut buf = [0u8; 2];
+        c.write_all(b"hi").is_ok() && c.read_exact(&mut buf).is_ok() && &buf == b"hi"
+    };
+    let mut held: Vec<TcpStream> = (0..3)
+        .map(|_| connect_in(&p.host, "127.0.0.1:6101").unwrap())
+        .collect();
+    assert!(held.iter_mut().all(echo));
+    // The kernel accepts the fourth; the relay closes it without relaying.
+    let mut extra = connect_in(&p.host, "127.0.0.1:6101").unwrap();
+    assert!(
+        !echo(&mut extra),
+        "a connection past the budget was relayed"
+    );
+    assert_eq!(e.status()[0].active, 3);
+    drop(held.pop());
+    assert!(settles(Duration::from_secs(5), || e.status()[0].active == 2));
+    let mut again = connect_in(&p.host, "127.0.0.1:6101").unwrap();
+    assert!(echo(&mut again), "room again after a connection closed");
+}

@@ -7,6 +7,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::io::Interest;
@@ -24,11 +25,63 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// After EMFILE/ENFILE, accepting again at once would spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
+/// How many TCP connections the keeper relays at once. Past that a new client is
+/// closed at once: whoever opens connections (a program inside, through a
+/// `[[host-access]]` listener) cannot take the descriptors the keeper needs for its
+/// own work (control socket, netlink, the VPN's pidfd).
+pub(super) struct Budget {
+    max: usize,
+    used: AtomicUsize,
+}
+
+/// Descriptors kept for the keeper itself; each connection takes six.
+const RESERVED_FDS: u64 = 512;
+const FDS_PER_CONNECTION: u64 = 6;
+
+impl Budget {
+    pub(super) fn new(max: usize) -> Self {
+        Self {
+            max,
+            used: AtomicUsize::new(0),
+        }
+    }
+
+    pub(super) fn for_descriptors(limit: u64) -> Self {
+        let n = limit.saturating_sub(RESERVED_FDS) / FDS_PER_CONNECTION;
+        Self::new(usize::try_from(n).unwrap_or(usize::MAX).max(1))
+    }
+
+    fn take(self: &Arc<Self>) -> Option<Slot> {
+        let mut n = self.used.load(Ordering::Relaxed);
+        loop {
+            if n >= self.max {
+                return None;
+            }
+            match self
+                .used
+                .compare_exchange_weak(n, n + 1, Ordering::AcqRel, Ordering::Relaxed)
+            {
+                Ok(_) => return Some(Slot(self.clone())),
+                Err(now) => n = now,
+            }
+        }
+    }
+}
+
+struct Slot(Arc<Budget>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.used.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 pub(super) async fn serve(
     listener: std::net::TcpListener,
     target: SocketAddr,
     side: Arc<Side>,
     stats: Arc<Stats>,
+    budget: Arc<Budget>,
 ) {
     let listener = match TcpListener::from_std(listener) {
         Ok(l) => l,
@@ -39,6 +92,7 @@ pub(super) async fn serve(
     };
     // Dropped (and every connection with it) when the relay is removed.
     let mut conns = JoinSet::new();
+    let mut full = false;
     loop {
         while conns.try_join_next().is_some() {}
         let client = match listener.accept().await {
@@ -49,10 +103,23 @@ pub(super) async fn serve(
                 continue;
             }
         };
+        let Some(slot) = budget.take() else {
+            // Once per episode of being full: a flood of refused clients must not
+            // flood the log too.
+            if !full {
+                tracing::warn!(
+                    "relay to {target}: {} connections open, the most the keeper relays; closing new ones",
+                    budget.max
+                );
+            }
+            full = true;
+            continue;
+        };
+        full = false;
         let active = stats.open();
         let side = side.clone();
         conns.spawn(async move {
-            let _active = active;
+            let _held = (active, slot);
             if let Err(e) = relay(client, target, &side).await {
                 tracing::debug!("relay to {target} in {}: {e}", side.name);
             }
