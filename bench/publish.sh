@@ -38,6 +38,9 @@ ip link set lo up
 ulimit -n "$(ulimit -Hn)"
 W=$(mktemp -d /tmp/vpn-ns-bench-publish.XXXXXX)
 cleanup() {
+    # The servers inside run under `ip netns exec` in background subshells: end them by
+    # namespace, not as children of this shell.
+    ip netns pids pbench 2>/dev/null | xargs -r kill 2>/dev/null || true
     pkill -P $$ 2>/dev/null || true
     "$VPN_NS" -q --config-dir "$CONF" down pbench >/dev/null 2>&1 || true
     ip -all netns del 2>/dev/null || true
