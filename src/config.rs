@@ -81,6 +81,7 @@ macro_rules! keywords {
 // After the macros, which it uses.
 mod plain;
 pub use plain::{MacvlanMode, MacvlanSection, RoutedSection};
+mod publish;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -251,6 +252,8 @@ pub struct Connection {
     pub routed: Option<RoutedSection>,
     pub dns: DnsOverride,
     pub exec: Option<ExecPolicy>,
+    /// `[[publish]]` then `[[host-access]]` entries, in file order.
+    pub forwards: Vec<crate::publish::Rule>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -466,6 +469,12 @@ pub fn parse(name: &str, path: &Path, text: &str) -> Result<Connection, ConfigEr
             ));
         }
     };
+    let mut forwards = publish::rules(&doc, crate::publish::Direction::Publish, raw.publish)?;
+    forwards.extend(publish::rules(
+        &doc,
+        crate::publish::Direction::HostAccess,
+        raw.host_access,
+    )?);
     Ok(Connection {
         name: name.to_owned(),
         path: path.to_owned(),
@@ -482,6 +491,7 @@ pub fn parse(name: &str, path: &Path, text: &str) -> Result<Connection, ConfigEr
         routed: raw.routed,
         dns: raw.dns.unwrap_or_default(),
         exec: raw.exec,
+        forwards,
     })
 }
 
@@ -505,6 +515,8 @@ struct RawConnection {
     routed: Option<RoutedSection>,
     dns: Option<DnsOverride>,
     exec: Option<ExecPolicy>,
+    publish: Option<Vec<publish::RawForward>>,
+    host_access: Option<Vec<publish::RawForward>>,
 }
 
 enum NetnsChoice {

@@ -13,6 +13,7 @@ use crate::keeper::{self, KeeperError};
 use crate::netlink::{Link, Netlink, NetlinkError};
 use crate::netns::{self, NetnsError};
 use crate::procs::ProcId;
+use crate::publish::PublishError;
 use crate::spec::{DnsSpec, IpNet, NetnsName, NetworkSpec, Route};
 use crate::state::{self, Origin, State, StateError};
 
@@ -75,6 +76,8 @@ pub enum LifecycleError {
     State(#[from] StateError),
     #[error(transparent)]
     Keeper(#[from] KeeperError),
+    #[error(transparent)]
+    Publish(#[from] PublishError),
     #[error(
         "connection {conn} is recorded with namespace \"{recorded}\", which vpn-ns created and which still exists, not \"{ns}\" (netns-name changed?): run `vpn-ns down {conn}` first"
     )]
@@ -492,6 +495,17 @@ fn start_keeper(
     if let Some(k) = prior.and_then(|p| p.keeper) {
         keeper::stop_id(&conn.name, k);
     }
+    // After the prior keeper (which holds the listeners) has ended.
+    let ns = match st.isolated {
+        true => Some(
+            netns::open(&st.netns).map_err(|source| LifecycleError::OpenNetns {
+                ns: st.netns.clone(),
+                source,
+            })?,
+        ),
+        false => None,
+    };
+    crate::publish::preflight(conn, ns.as_ref())?;
     let k = keeper::spawn(conn)?;
     journal.keeper = Some(k);
     st.keeper = Some(k);

@@ -444,6 +444,8 @@ async fn up_journaled(conn: &Connection, j: &mut Journal) -> anyhow::Result<UpRe
     if let Some(k) = prior.as_ref().and_then(|p| p.keeper) {
         crate::keeper::stop_id(&conn.name, k);
     }
+    let ns_file = netns::open(ns).with_context(|| format!("cannot open namespace \"{ns}\""))?;
+    crate::publish::preflight(conn, Some(&ns_file))?;
     let k = crate::keeper::spawn(conn)?;
     j.keeper = Some(k);
     st.keeper = Some(k);

@@ -120,6 +120,8 @@ pub struct KeeperOut {
     /// DHCP: when the lease expires (RFC 3339), and whether it has.
     pub lease_expires: Option<String>,
     pub lease_expired: bool,
+    /// Ports it relays across the namespace boundary, with live connection counts.
+    pub published: Vec<crate::publish::RelayStatus>,
 }
 
 /// The recorded keeper, asked over its control socket when it runs.
@@ -133,6 +135,7 @@ fn keeper_of(s: &State) -> Option<KeeperOut> {
         watching: Vec::new(),
         lease_expires: None,
         lease_expired: false,
+        published: Vec::new(),
     };
     // Only root can connect to the socket; a keeper just started by up may not have
     // bound it yet (up does not wait for it): then the record says what it can.
@@ -142,8 +145,10 @@ fn keeper_of(s: &State) -> Option<KeeperOut> {
                 out.watching = st.watching;
                 out.lease_expires = st.lease_expires.map(rfc3339);
                 out.lease_expired = st.lease_expired;
+                out.published = st.published;
             }
             Ok(Reply::Error { message }) => tracing::warn!("{}: keeper: {message}", s.connection),
+            Ok(other) => tracing::warn!("{}: keeper: unexpected reply {other:?}", s.connection),
             Err(KeeperError::Query { source, .. })
                 if source.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => tracing::warn!("{e}"),

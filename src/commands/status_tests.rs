@@ -1,6 +1,7 @@
 use super::*;
 use crate::commands::probe::{command_line, effective_uid};
 use crate::commands::status_view::{ago, bytes, render_list, render_status};
+use crate::publish::Direction;
 use crate::state::Origin;
 
 fn state(up: bool) -> State {
@@ -186,6 +187,50 @@ fn conn(name: &str, st: StateKind) -> ConnStatus {
 }
 
 #[test]
+fn published_relays_are_listed_with_counts() {
+    use crate::publish::{RelayStatus, rule::parse_spec};
+    let relay = |spec: &str, d, active, error: Option<&str>| RelayStatus {
+        rule: parse_spec(spec, d).unwrap(),
+        active,
+        total: active + 3,
+        error: error.map(str::to_owned),
+    };
+    let mut c = conn("work", StateKind::Up);
+    c.keeper = Some(KeeperOut {
+        pid: 99,
+        running: true,
+        rss_kib: Some(2100),
+        watching: vec![],
+        lease_expires: None,
+        lease_expired: false,
+        published: vec![
+            relay("9091", Direction::Publish, 2, None),
+            relay("1143/udp", Direction::HostAccess, 1, None),
+            relay("8080", Direction::Publish, 0, Some("Address in use")),
+        ],
+    });
+    let r = Report {
+        connections: vec![c],
+    };
+    let s = render_status(&r, 1060);
+    for want in [
+        "  published  [[publish]] listen 127.0.0.1:9091/tcp -> target 127.0.0.1:9091 (2 open, 5 total)\n",
+        "             [[host-access]] listen 127.0.0.1:1143/udp -> target 127.0.0.1:1143 (1 open, 4 total)\n",
+        "[[publish]] listen 127.0.0.1:8080/tcp -> target 127.0.0.1:8080: NOT LISTENING: Address in use\n",
+    ] {
+        assert!(s.contains(want), "{want:?} in\n{s}");
+    }
+    let json = serde_json::to_value(&r).unwrap();
+    let p = &json["connections"][0]["keeper"]["published"];
+    assert_eq!(
+        p[0],
+        serde_json::json!({"direction": "publish", "proto": "tcp", "listen": "127.0.0.1:9091",
+                           "target": "127.0.0.1:9091", "active": 2, "total": 5})
+    );
+    assert_eq!(p[2]["error"], "Address in use");
+}
+
+#[test]
 fn keeper_rows_say_what_it_watches_or_that_nobody_does() {
     let mut up = conn("work", StateKind::Up);
     up.keeper = Some(KeeperOut {
@@ -198,6 +243,7 @@ fn keeper_rows_say_what_it_watches_or_that_nobody_does() {
         ],
         lease_expires: Some(rfc3339(2000)),
         lease_expired: false,
+        published: vec![],
     });
     let s = render_status(
         &Report {
@@ -229,6 +275,7 @@ fn keeper_rows_say_what_it_watches_or_that_nobody_does() {
         watching: vec![],
         lease_expires: Some(rfc3339(2000)),
         lease_expired: true,
+        published: vec![],
     });
     let s = render_status(
         &Report {

@@ -32,7 +32,7 @@ const STOP_GRACE: Duration = Duration::from_secs(15);
 pub fn run(g: &GlobalArgs, name: &str, foreground: bool) -> anyhow::Result<ExitCode> {
     let dir = config_dir(g)?;
     let conn = config::load(&dir, name)?;
-    match conn.kind {
+    let code = match conn.kind {
         ConnectionType::OpenVpn => openvpn(g, &conn, foreground),
         ConnectionType::WireGuard => super::wg::up(g, name, foreground),
         ConnectionType::Macvlan | ConnectionType::Routed => super::plain::up(&conn, foreground),
@@ -42,7 +42,13 @@ pub fn run(g: &GlobalArgs, name: &str, foreground: bool) -> anyhow::Result<ExitC
             conn.path.display()
         ))
         .into()),
+    }?;
+    // The keeper binds the relays just after up has released the connection: a script
+    // that runs `vpn-ns up CONN && curl ...` must find them listening.
+    if !foreground {
+        super::publish::wait_listening(&conn);
     }
+    Ok(code)
 }
 
 pub fn log_path(conn: &str) -> PathBuf {

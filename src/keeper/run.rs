@@ -19,6 +19,7 @@ use super::{KeeperError, socket_path};
 use crate::config::Connection;
 use crate::netns;
 use crate::procs::{self, PidFd, ProcId};
+use crate::publish::{Direction, Endpoint, Proto, Relays, Rule};
 use crate::state::{self, State};
 use crate::wait;
 
@@ -44,6 +45,9 @@ struct Keeper<'a> {
     ns: Option<File>,
     listener: UnixListener,
     dhcp: Option<Renewal>,
+    /// Ports published across the namespace boundary; dropped (every listener closed)
+    /// before the keeper takes the connection down.
+    relays: Option<Relays>,
 }
 
 /// Why the loop ended.
@@ -95,6 +99,7 @@ pub fn run(conn: &Connection, take_down: TakeDown<'_>) -> Result<(), KeeperError
     };
     let listener = listen(&conn.name)?;
     let dhcp = Renewal::load(conn, &st).map_err(watch_err("cannot load the DHCP lease"))?;
+    let relays = Some(Relays::start(conn, ns.as_ref()));
     let mut k = Keeper {
         conn,
         me,
@@ -104,6 +109,7 @@ pub fn run(conn: &Connection, take_down: TakeDown<'_>) -> Result<(), KeeperError
         ns,
         listener,
         dhcp,
+        relays,
     };
     for w in k.watching() {
         tracing::info!("{}: keeper pid {} watching {w}", conn.name, me.pid);
@@ -114,6 +120,9 @@ pub fn run(conn: &Connection, take_down: TakeDown<'_>) -> Result<(), KeeperError
         Some(why) => End::Down(why),
         None => k.event_loop()?,
     };
+    // No published port may outlive the VPN: a listener left open would accept
+    // connections with nowhere (or somewhere else) to go.
+    drop(k.relays.take());
     let r = match end {
         End::Stopped => Ok(()),
         End::Down(why) => k.take_down(&why, take_down),
@@ -356,6 +365,12 @@ impl Keeper<'_> {
             let reply = match control::read_line(&s) {
                 Ok(line) => match control::parse_request(&line) {
                     Ok(Request::Status) => Reply::Status(self.status()),
+                    Ok(Request::Publish { rule }) => self.publish(rule),
+                    Ok(Request::Unpublish {
+                        direction,
+                        proto,
+                        listen,
+                    }) => self.unpublish(direction, proto, listen),
                     Err(r) => r,
                 },
                 Err(e) => Reply::Error {
@@ -372,6 +387,35 @@ impl Keeper<'_> {
             watching: self.watching(),
             lease_expires: self.dhcp.as_ref().map(Renewal::expires_unix),
             lease_expired: self.dhcp.as_ref().is_some_and(Renewal::expired),
+            published: self.relays.as_ref().map(Relays::status).unwrap_or_default(),
+        }
+    }
+
+    fn publish(&mut self, rule: Rule) -> Reply {
+        let Some(r) = &mut self.relays else {
+            return Reply::Error {
+                message: "the keeper is ending".into(),
+            };
+        };
+        match r.publish(rule) {
+            Ok(()) => Reply::Published { rule },
+            Err(e) => Reply::Error {
+                message: e.to_string(),
+            },
+        }
+    }
+
+    fn unpublish(&mut self, direction: Direction, proto: Proto, listen: Endpoint) -> Reply {
+        let Some(r) = &mut self.relays else {
+            return Reply::Error {
+                message: "the keeper is ending".into(),
+            };
+        };
+        match r.unpublish(direction, proto, listen) {
+            Ok(rule) => Reply::Unpublished { rule },
+            Err(e) => Reply::Error {
+                message: e.to_string(),
+            },
         }
     }
 
