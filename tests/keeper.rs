@@ -539,3 +539,49 @@ fn openvpn_with(needle: &str) -> Vec<u64> {
         })
         .collect()
 }
+
+#[test]
+fn a_device_that_leaves_the_namespace_is_taken_down_within_a_second() {
+    if !require_root("a_device_that_leaves_the_namespace_is_taken_down_within_a_second") {
+        return;
+    }
+    // A connection with no VPN process (a static macvlan): the keeper watches the
+    // device by netlink link events inside the namespace.
+    let sb = Sandbox::new("keeper-link");
+    sb.must(
+        "set -e
+         ip netns add lanhost
+         ip link add lan0 type veth peer name eth0 netns lanhost
+         ip link set lan0 up
+         ip -n lanhost addr add 192.0.2.1/24 dev eth0
+         ip -n lanhost link set eth0 up",
+    );
+    sb.write_conn(
+        "kl",
+        "type = \"macvlan\"\n[macvlan]\nparent = \"lan0\"\naddress = \"192.0.2.77/24\"\ngateway = \"192.0.2.1\"\n[dns]\nservers = [\"192.0.2.53\"]\n",
+    );
+    vpn_ns_ok(&sb, &["up", "kl"]);
+    let st = state_json(&sb, "kl").unwrap();
+    assert!(st.get("vpn_pid").is_none_or(|p| p.is_null()), "{st}");
+    let keeper = keeper_pid(&sb, "kl");
+    wait_keeper_ready(&sb, "kl");
+    let s = status_text(&sb, "kl");
+    assert!(
+        s.contains("lan0 in namespace kl by netlink link events"),
+        "{s}"
+    );
+    // Someone deletes the device inside the namespace.
+    let start = Instant::now();
+    expect_ok(sb.ip(Some("kl"), &["link", "del", "lan0"]));
+    let took = time_until(Duration::from_secs(5), || {
+        !sb.netns_list().contains(&"kl".to_owned())
+    })
+    .map(|_| start.elapsed());
+    let log = keeper_log(&sb, "kl");
+    let took = took.unwrap_or_else(|| panic!("not taken down within 5 s:\n{log}"));
+    assert!(took <= DOWN_WITHIN, "taken down after {took:?}:\n{log}");
+    eprintln!("kl: taken down {took:?} after the device was deleted");
+    assert!(log.contains("device lan0 left namespace kl"), "{log}");
+    assert!(state_json(&sb, "kl").is_none());
+    assert!(time_until(Duration::from_secs(2), || !alive(keeper)).is_some());
+}

@@ -57,9 +57,14 @@ enum End {
 }
 
 /// Runs the keeper of `conn` until down ends it or it takes the connection down.
-pub fn run(conn: &Connection, take_down: TakeDown<'_>) -> Result<(), KeeperError> {
+/// `lock`: the connection's lock, taken by the caller (released once the watches are
+/// set up).
+pub fn run(
+    conn: &Connection,
+    lock: state::Lock,
+    take_down: TakeDown<'_>,
+) -> Result<(), KeeperError> {
     let me = ProcId::current();
-    let lock = state::lock(&conn.name)?;
     let Some(st) = state::load(&conn.name)?.filter(|s| s.keeper == Some(me) && s.up) else {
         tracing::info!(
             "{}: keeper pid {} is not the one the record names; exiting",
