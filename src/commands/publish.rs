@@ -89,12 +89,10 @@ fn prepare(
         .collect()
 }
 
-/// After up: waits (briefly) until the keeper has opened the file's relays, and warns
-/// about any it could not.
+/// After up: waits (briefly) until the keeper answers on its control socket and has
+/// opened the file's relays, and warns about any it could not. Up returns only once the
+/// connection is attended: a `status` right after it shows what the keeper watches.
 pub fn wait_listening(conn: &Connection) {
-    if conn.forwards.is_empty() {
-        return;
-    }
     let end = Instant::now() + WAIT_LISTENING;
     while Instant::now() < end {
         if let Ok(Reply::Status(st)) = control::query(&conn.name, &Request::Status, TIMEOUT)
@@ -110,7 +108,7 @@ pub fn wait_listening(conn: &Connection) {
         std::thread::sleep(Duration::from_millis(10));
     }
     tracing::warn!(
-        "{}: the keeper has not reported its relays yet; see `vpn-ns status {}`",
+        "{}: the keeper has not answered yet; see `vpn-ns status {}`",
         conn.name,
         conn.name
     );
