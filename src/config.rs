@@ -246,6 +246,9 @@ pub struct Connection {
     pub netns: NetnsName,
     pub netns_timeout: Duration,
     pub default_route: bool,
+    /// `netns-isolate = false` only: pushed routes shorter than this prefix are refused
+    /// (they would take over much of the host's table).
+    pub host_routes_min_prefix: u8,
     pub openvpn: Option<OpenVpnSection>,
     pub wireguard: Option<WireGuardSection>,
     pub macvlan: Option<MacvlanSection>,
@@ -485,6 +488,9 @@ pub fn parse(name: &str, path: &Path, text: &str) -> Result<Connection, ConfigEr
         netns,
         netns_timeout: Duration::from_millis(raw.netns_timeout.map_or(DEFAULT_TIMEOUT_MS, |t| t.0)),
         default_route: raw.default_route.unwrap_or(true),
+        host_routes_min_prefix: raw
+            .host_routes_min_prefix
+            .map_or(crate::cover::MIN_PREFIX, |p| p.0),
         openvpn: raw.openvpn,
         wireguard: raw.wireguard,
         macvlan: raw.macvlan,
@@ -509,6 +515,7 @@ struct RawConnection {
     netns_name: Option<NetnsChoice>,
     netns_timeout: Option<TimeoutMs>,
     default_route: Option<bool>,
+    host_routes_min_prefix: Option<MinPrefix>,
     openvpn: Option<OpenVpnSection>,
     wireguard: Option<WireGuardSection>,
     macvlan: Option<MacvlanSection>,
@@ -609,6 +616,21 @@ deserialize_via_from_str! {
 }
 
 struct TimeoutMs(u64);
+
+/// `host-routes-min-prefix`: 1 to 32 (a /0 route is refused whatever it says).
+struct MinPrefix(u8);
+
+impl<'de> Deserialize<'de> for MinPrefix {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = i64::deserialize(d)?;
+        match u8::try_from(v) {
+            Ok(p) if (1..=32).contains(&p) => Ok(MinPrefix(p)),
+            _ => Err(de::Error::custom(format!(
+                "{v} is out of range (a prefix length from 1 to 32)"
+            ))),
+        }
+    }
+}
 
 impl<'de> Deserialize<'de> for TimeoutMs {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
