@@ -7,7 +7,7 @@
 use vpn_ns_testkit as common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Output, Stdio};
+use std::process::Output;
 use std::time::{Duration, Instant};
 
 use common::pki::pki;
@@ -17,25 +17,6 @@ use common::*;
 const UP_TIMEOUT_MS: u64 = 30_000;
 /// The bound for "VPN died -> connection down".
 const DOWN_WITHIN: Duration = Duration::from_secs(1);
-
-fn out(o: &Output) -> String {
-    format!(
-        "status {}\n--- stdout\n{}--- stderr\n{}",
-        o.status,
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-fn vpn_ns(sb: &Sandbox, args: &[&str]) -> Output {
-    let mut c = sb.vpn_ns();
-    c.arg("--config-dir")
-        .arg(sb.config_dir())
-        .args(args)
-        .stdin(Stdio::null());
-    c.output()
-        .unwrap_or_else(|e| panic!("cannot run `{}`: {e}", describe(&c)))
-}
 
 fn vpn_ns_ok(sb: &Sandbox, args: &[&str]) -> Output {
     let o = vpn_ns(sb, args);

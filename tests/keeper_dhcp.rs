@@ -6,7 +6,6 @@
 use vpn_ns_testkit as common;
 
 use std::path::PathBuf;
-use std::process::Output;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -15,13 +14,6 @@ const LANHOST: &str = "lanhost";
 const LAN_SERVER: &str = "192.0.2.1";
 /// dnsmasq's minimum lease time, and the lease every test gets.
 const LEASE: Duration = Duration::from_secs(120);
-
-fn vpn_ns(sb: &Sandbox, args: &[&str]) -> Output {
-    let mut c = sb.vpn_ns();
-    c.arg("--config-dir").arg(sb.config_dir()).args(args);
-    c.output()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", describe(&c)))
-}
 
 fn must_vpn_ns(sb: &Sandbox, args: &[&str]) -> String {
     let out = vpn_ns(sb, args);

@@ -5,19 +5,10 @@
 use vpn_ns_testkit as common;
 
 use std::collections::BTreeSet;
-use std::process::Output;
 use std::time::Duration;
 
 use common::*;
 use serde_json::Value;
-
-/// Runs `vpn-ns --config-dir <dir> ARGS...` in the sandbox.
-fn vpn_ns(sb: &Sandbox, args: &[&str]) -> Output {
-    let mut c = sb.vpn_ns();
-    c.arg("--config-dir").arg(sb.config_dir()).args(args);
-    c.output()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", describe(&c)))
-}
 
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()

@@ -10,7 +10,7 @@
 use vpn_ns_testkit as common;
 
 use std::path::PathBuf;
-use std::process::{Output, Stdio};
+use std::process::Output;
 use std::time::Duration;
 
 use common::exec::{TestUser, exec_cmd, output};
@@ -24,25 +24,6 @@ const HOST_NAME: &str = "host-side.test";
 const HOST_ADDR_HEX: &str = "c0 00 02 4d"; // 192.0.2.77
 const INSIDE_NAME: &str = "inside.test";
 const INSIDE_ADDR_HEX: &str = "c0 00 02 58"; // 192.0.2.88
-
-fn out(o: &Output) -> String {
-    format!(
-        "status {}\n--- stdout\n{}--- stderr\n{}",
-        o.status,
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-fn vpn_ns(sb: &Sandbox, args: &[&str]) -> Output {
-    let mut c = sb.vpn_ns();
-    c.arg("--config-dir")
-        .arg(sb.config_dir())
-        .args(args)
-        .stdin(Stdio::null());
-    c.output()
-        .unwrap_or_else(|e| panic!("cannot run `{}`: {e}", describe(&c)))
-}
 
 fn vpn_ns_ok(sb: &Sandbox, args: &[&str]) -> Output {
     let o = vpn_ns(sb, args);

@@ -5,28 +5,7 @@
 
 use vpn_ns_testkit as common;
 
-use std::process::{Output, Stdio};
-
 use common::*;
-
-fn out(o: &Output) -> String {
-    format!(
-        "status {}\n--- stdout\n{}--- stderr\n{}",
-        o.status,
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-fn vpn_ns(sb: &Sandbox, args: &[&str]) -> Output {
-    let mut c = sb.vpn_ns();
-    c.arg("--config-dir")
-        .arg(sb.config_dir())
-        .args(args)
-        .stdin(Stdio::null());
-    c.output()
-        .unwrap_or_else(|e| panic!("cannot run `{}`: {e}", describe(&c)))
-}
 
 #[test]
 fn check_warns_about_exposure_and_bad_entries_are_config_errors() {

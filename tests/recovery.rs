@@ -10,7 +10,6 @@
 use vpn_ns_testkit as common;
 
 use std::path::Path;
-use std::process::{Output, Stdio};
 use std::time::Duration;
 
 use common::reliability::{FakeTun, Prober, assert_owners_known, kill_keeper, state_text};
@@ -18,25 +17,6 @@ use common::wireguard::*;
 use common::*;
 
 const PROBE: Duration = Duration::from_secs(15);
-
-fn vpn_ns(sb: &Sandbox, args: &[&str]) -> Output {
-    sb.vpn_ns()
-        .arg("--config-dir")
-        .arg(sb.config_dir())
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run vpn-ns")
-}
-
-fn assert_success(what: &str, out: &Output) {
-    assert!(
-        out.status.success(),
-        "{what} failed ({}): {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 /// Connects `conn`, SIGKILLs its keeper (so nothing watches it: tests/keeper.rs covers
 /// the keeper's own reaction) and then its OpenVPN, and checks the stale record left.

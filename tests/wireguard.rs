@@ -7,31 +7,11 @@
 use std::io::Write as _;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Output, Stdio};
+use std::process::Stdio;
 
 use vpn_ns_testkit::sandbox::run;
 use vpn_ns_testkit::wireguard::*;
 use vpn_ns_testkit::*;
-
-fn vpn_ns(sb: &Sandbox, args: &[&str]) -> Output {
-    sb.vpn_ns()
-        .arg("--config-dir")
-        .arg(sb.config_dir())
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run vpn-ns")
-}
-
-fn assert_success(what: &str, out: &Output) {
-    assert!(
-        out.status.success(),
-        "{what} failed ({}): {}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr),
-        String::from_utf8_lossy(&out.stdout)
-    );
-}
 
 fn answers(sb: &Sandbox, ns: &str, addr: &str, reply: &str) {
     let got = wait_until(WG_SETTLE, || {

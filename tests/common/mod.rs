@@ -2,30 +2,9 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Output, Stdio};
 
 use vpn_ns_testkit::wireguard::*;
 use vpn_ns_testkit::*;
-
-pub fn vpn_ns(sb: &Sandbox, args: &[&str]) -> Output {
-    sb.vpn_ns()
-        .arg("--config-dir")
-        .arg(sb.config_dir())
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run vpn-ns")
-}
-
-pub fn assert_success(what: &str, out: &Output) {
-    assert!(
-        out.status.success(),
-        "{what} failed ({}): {}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr),
-        String::from_utf8_lossy(&out.stdout)
-    );
-}
 
 pub fn answers(sb: &Sandbox, ns: &str, addr: &str, reply: &str) {
     let got = wait_until(WG_SETTLE, || {
