@@ -63,10 +63,29 @@ pub fn xauthority_entry(run_user: &Path, xauthority: Option<&Path>) -> Option<Pa
     (plain && rel.components().count() > 0).then(|| rel.to_owned())
 }
 
-/// What stays alive with vpn-ns while the command runs: the proxy stops when this
-/// (its readiness pipe) is closed.
+/// What stays alive with vpn-ns while the command runs: the proxy, which stops when
+/// its readiness pipe is closed. Dropping this closes the pipe and reaps the proxy, so
+/// no orphan is left for a PID 1 that may not reap (as on these VMs).
 pub struct Sealed {
-    _proxy: Option<OwnedFd>,
+    _proxy: Option<Proxy>,
+}
+
+struct Proxy {
+    pipe: Option<OwnedFd>,
+    pid: nix::unistd::Pid,
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        drop(self.pipe.take());
+        // Our own unreaped child: its pid cannot have been reused.
+        if let Ok(Some(fd)) = crate::procs::PidFd::open_pid(self.pid.as_raw() as u32)
+            && !fd.wait_exit(PROXY_READY)
+        {
+            let _ = fd.signal(libc::SIGKILL);
+        }
+        let _ = nix::sys::wait::waitpid(self.pid, None);
+    }
 }
 
 /// Replaces `/run/user` in the current (exec) mount namespace and masks the user's
@@ -246,7 +265,7 @@ fn start_proxy(
     groups: &[u32],
     real: &OwnedFd,
     listen: &Path,
-) -> anyhow::Result<OwnedFd> {
+) -> anyhow::Result<Proxy> {
     let proxy = proxy_path()?;
     let (rd, wr) = nix::unistd::pipe2(OFlag::O_CLOEXEC).context("pipe")?;
     let (real_fd, wr_fd) = (real.as_raw_fd(), wr.as_raw_fd());
@@ -262,7 +281,7 @@ fn start_proxy(
     .collect::<anyhow::Result<_>>()?;
     let env = [c"PATH=/usr/bin:/bin"];
     // SAFETY: single-threaded (checked by enter); the child only execs or exits.
-    match unsafe { nix::unistd::fork() }.context("cannot fork the proxy")? {
+    let pid = match unsafe { nix::unistd::fork() }.context("cannot fork the proxy")? {
         ForkResult::Child => {
             super::relay::default_signals();
             let keep = [real_fd, wr_fd];
@@ -277,9 +296,11 @@ fn start_proxy(
             // SAFETY: the forked child ends without running the parent's handlers.
             unsafe { libc::_exit(127) }
         }
-        ForkResult::Parent { .. } => {}
-    }
+        ForkResult::Parent { child } => child,
+    };
     drop(wr);
+    // From here on an early return still ends and reaps the proxy.
+    let mut proxy = Proxy { pipe: None, pid };
     let mut fds = [PollFd::new(
         std::os::fd::AsFd::as_fd(&rd),
         PollFlags::POLLIN,
@@ -290,7 +311,8 @@ fn start_proxy(
     if n == 0 || nix::unistd::read(&rd, &mut b).unwrap_or(0) == 0 {
         bail!("xdg-dbus-proxy did not report ready within {PROXY_READY:?}");
     }
-    Ok(rd)
+    proxy.pipe = Some(rd);
+    Ok(proxy)
 }
 
 /// Closes every descriptor from 3 up except `keep`.
