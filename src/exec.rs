@@ -17,6 +17,9 @@ mod relay;
 mod seal;
 mod wait;
 
+/// Also masked in a user connection's mount namespace (unprivileged mode).
+pub use enter::HOST_SOCKET_DIRS;
+
 use std::ffi::{CString, OsString};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::MetadataExt;

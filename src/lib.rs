@@ -21,6 +21,7 @@ pub mod plain;
 pub mod procs;
 pub mod spec;
 pub mod state;
+pub mod unpriv;
 pub mod verify;
 pub mod wait;
 pub mod wireguard;

@@ -28,6 +28,12 @@ use crate::config;
 pub struct UsageError(pub String);
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    // A normal user (real uid != 0) manages their own connections (docs/unprivileged.md).
+    if crate::unpriv::is_user()
+        && let Some(res) = crate::unpriv::dispatch(&cli)
+    {
+        return res;
+    }
     if let Some(who) = elevated_by() {
         config::require_root_owned(who);
     }
@@ -56,6 +62,10 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Verify { conn } => verify::verify(&cli.global, conn),
         Command::WgBuiltin { netns, iface } => wg_inplace::serve(netns.as_deref(), iface),
         Command::Keeper { conn } => keeper::run(&cli.global, conn),
+        Command::UserKeeper { .. } => Err(UsageError(
+            "user-keeper runs a normal user's own connection; root uses `keeper`".to_owned(),
+        )
+        .into()),
     }
 }
 

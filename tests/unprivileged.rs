@@ -1,0 +1,669 @@
+//! Unprivileged mode (issue 18): a normal user created by the test, with no sudo, no
+//! setuid file and no capability (setpriv drops the bounding set and sets
+//! no_new_privs), runs `vpn-ns up/exec/status/verify/down` for their own WireGuard
+//! connection against a real wireguard-go peer inside the test's sandbox.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use vpn_ns_testkit::exec::{TestUser, need};
+use vpn_ns_testkit::sandbox::{self, Proc};
+use vpn_ns_testkit::wireguard::*;
+use vpn_ns_testkit::*;
+
+const SERVICE_4: &str = "10.99.0.1";
+const SERVICE_6: &str = "fd00:99::1";
+const TUNNEL_DNS: &str = "100.64.0.1";
+const INSIDE_NAME: &str = "www.vpn.test";
+const OUTSIDE_NAME: &str = "outside.example";
+/// What the host's resolver would answer for INSIDE_NAME: a lookup that leaks shows it.
+const DECOY: &str = "192.0.2.66";
+const PAGE_PORT: u16 = 8081;
+
+/// One user's side of the test: config dir, runtime dir, and how to run as them.
+struct Session<'a> {
+    sb: &'a Sandbox,
+    user: &'a TestUser,
+    config_home: PathBuf,
+    runtime: PathBuf,
+}
+
+impl<'a> Session<'a> {
+    fn new(sb: &'a Sandbox, user: &'a TestUser) -> Session<'a> {
+        let base = user.owned_dir(sb, &user.name);
+        fs::set_permissions(&base, fs::Permissions::from_mode(0o700)).unwrap();
+        let config_home = base.join("config");
+        let runtime = base.join("run");
+        for d in [&config_home, &config_home.join("vpn-ns"), &runtime] {
+            fs::create_dir_all(d).unwrap();
+            std::os::unix::fs::chown(d, Some(user.uid), Some(user.gid)).unwrap();
+            fs::set_permissions(d, fs::Permissions::from_mode(0o700)).unwrap();
+        }
+        Session {
+            sb,
+            user,
+            config_home,
+            runtime,
+        }
+    }
+
+    /// `prog args` as the user in the sandbox host namespace: real and effective uid
+    /// the user's, no capability in any set, no_new_privs, a login-like environment.
+    fn cmd(&self, prog: &str, args: &[&str]) -> Command {
+        let mut c = self.sb.cmd("setpriv");
+        c.args([
+            &format!("--reuid={}", self.user.uid),
+            &format!("--regid={}", self.user.gid),
+            "--init-groups",
+            "--inh-caps=-all",
+            "--bounding-set=-all",
+            "--no-new-privs",
+            "--",
+            "env",
+            "-i",
+            // nsenter leaves the process at / of the mount namespace it entered.
+            "-C",
+        ])
+        .arg(self.sb.dir())
+        .arg(format!("HOME={}", self.user.home().display()))
+        .arg(format!("USER={}", self.user.name))
+        .arg("PATH=/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin")
+        .arg(format!("XDG_RUNTIME_DIR={}", self.runtime.display()))
+        .arg(format!("XDG_CONFIG_HOME={}", self.config_home.display()))
+        .arg(prog)
+        .args(args)
+        .stdin(Stdio::null());
+        c
+    }
+
+    fn vpn_ns(&self, args: &[&str]) -> Command {
+        self.cmd(&vpn_ns_bin(), args)
+    }
+
+    fn run(&self, mut c: Command) -> Output {
+        c.output()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", sandbox::describe(&c)))
+    }
+
+    fn ok(&self, c: Command) -> String {
+        let d = sandbox::describe(&c);
+        let o = self.run(c);
+        assert!(
+            o.status.success(),
+            "{d} failed ({}): {}{}",
+            o.status,
+            String::from_utf8_lossy(&o.stderr),
+            String::from_utf8_lossy(&o.stdout)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
+    /// A file the user owns, mode `mode`, in their config dir.
+    fn write(&self, name: &str, text: &str, mode: u32) -> PathBuf {
+        let p = self.config_home.join("vpn-ns").join(name);
+        fs::write(&p, text).unwrap();
+        std::os::unix::fs::chown(&p, Some(self.user.uid), Some(self.user.gid)).unwrap();
+        fs::set_permissions(&p, fs::Permissions::from_mode(mode)).unwrap();
+        p
+    }
+
+    fn run_dir_entries(&self) -> Vec<String> {
+        fs::read_dir(self.runtime.join("vpn-ns"))
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn keeper_pid(&self) -> u32 {
+        let out = self.ok(self.vpn_ns(&["status", "--json", "home"]));
+        let n = out
+            .split("\"keeper_pid\":")
+            .nth(1)
+            .and_then(|r| r.trim().split([',', '\n']).next())
+            .and_then(|v| v.trim().parse().ok());
+        n.unwrap_or_else(|| panic!("no keeper pid in {out}"))
+    }
+}
+
+/// The peer (wireguard-go in srv1 with services on v4 and v6), a DNS server behind it
+/// and a host resolver (the sandbox's /etc/resolv.conf) answering a decoy.
+struct Lab {
+    _server: WgServer,
+    _dns: Vec<Proc>,
+    host_dns_log: PathBuf,
+}
+
+fn dnsmasq(sb: &Sandbox, mut cmd: Command, name: &str, listen: &str, answers: &[String]) -> Proc {
+    cmd.args([
+        "--keep-in-foreground",
+        "--no-resolv",
+        "--no-hosts",
+        "--conf-file=/dev/null",
+        "--bind-interfaces",
+        "--user=root",
+        "--log-queries",
+        "--log-facility=-",
+    ])
+    .arg(format!(
+        "--pid-file={}",
+        sb.dir().join(format!("{name}.pid")).display()
+    ))
+    .arg(format!("--listen-address={listen}"));
+    for a in answers {
+        cmd.arg(format!("--address={a}"));
+    }
+    sb.spawn(name, cmd)
+}
+
+fn lab(sb: &Sandbox, s: &Session) -> Lab {
+    need("dnsmasq", "dnsmasq");
+    need("setpriv", "util-linux");
+    let client = genkeys();
+    let server = start_wg_server(
+        sb,
+        &WgServerSpec {
+            n: 1,
+            tunnel_v4: TUNNEL_DNS,
+            tunnel_v6: Some("fd00:64::1"),
+            services: &[(SERVICE_4, "v4-ok"), (SERVICE_6, "v6-ok")],
+            psk: None,
+            builtin: false,
+        },
+        &client.public,
+    );
+    let vpn_dns = dnsmasq(
+        sb,
+        sb.ns_cmd("srv1", "dnsmasq"),
+        "dnsmasq-vpn",
+        TUNNEL_DNS,
+        &[format!("/{INSIDE_NAME}/{SERVICE_4}")],
+    );
+    let host_resolv = sb.dir().join("host-resolv.conf");
+    fs::write(&host_resolv, "nameserver 198.51.100.1\n").unwrap();
+    fs::set_permissions(&host_resolv, fs::Permissions::from_mode(0o644)).unwrap();
+    sb.must(&format!(
+        "mount --bind {} /etc/resolv.conf",
+        host_resolv.display()
+    ));
+    let host_dns = dnsmasq(
+        sb,
+        sb.cmd("dnsmasq"),
+        "dnsmasq-host",
+        "198.51.100.1",
+        &[
+            format!("/{INSIDE_NAME}/{DECOY}"),
+            format!("/{OUTSIDE_NAME}/192.0.2.99"),
+        ],
+    );
+    let answer = wait_until(Duration::from_secs(10), || {
+        sandbox::run(sb.cmd("getent").args(["hosts", OUTSIDE_NAME]))
+    });
+    assert!(
+        answer.as_deref().is_ok_and(|a| a.contains("192.0.2.99")),
+        "the host resolver must work: {answer:?}"
+    );
+    s.write(
+        "home.conf",
+        &format!(
+            "[Interface]\nPrivateKey = {}\nAddress = {CLIENT_V4}/32, {CLIENT_V6}/128\nDNS = {TUNNEL_DNS}\n\n\
+             [Peer]\nPublicKey = {}\nEndpoint = {}\nAllowedIPs = 0.0.0.0/0, ::/0\n",
+            client.private, server.keys.public, server.endpoint
+        ),
+        0o600,
+    );
+    s.write("home.toml", "type = \"wireguard\"\n", 0o644);
+    Lab {
+        _server: server,
+        _dns: vec![vpn_dns, host_dns],
+        host_dns_log: sb.dir().join("dnsmasq-host.log"),
+    }
+}
+
+/// What must not change on the host: routes, links, resolv.conf.
+fn host_view(sb: &Sandbox) -> String {
+    sb.must("ip -4 route; ip -6 route; ip -o link | cut -d' ' -f2; cat /etc/resolv.conf")
+}
+
+fn tcp_inside(s: &Session, addr: &str) -> Result<String, String> {
+    let target = if addr.contains(':') {
+        format!("TCP6:[{addr}]:{SERVICE_PORT}")
+    } else {
+        format!("TCP4:{addr}:{SERVICE_PORT}")
+    };
+    sandbox::run(&mut s.vpn_ns(&["exec", "home", "--", "socat", "-T", "3", "-", &target]))
+        .map(|o| o.trim().to_owned())
+}
+
+/// Processes (any user) whose network namespace is `ns` ("net:[N]").
+fn procs_in(ns: &str) -> Vec<u32> {
+    fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|p| {
+            fs::read_link(format!("/proc/{p}/ns/net")).is_ok_and(|l| l.to_string_lossy() == ns)
+        })
+        .collect()
+}
+
+/// Not running: no such process, or one that exited and awaits its reaper (the keeper
+/// is reparented when `up` exits).
+fn gone(pid: u32) -> bool {
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(s) => s
+            .rsplit(')')
+            .next()
+            .and_then(|r| r.split_whitespace().next())
+            .is_some_and(|st| st == "Z" || st == "X"),
+    }
+}
+
+fn net_ns_of(pid: u32) -> String {
+    fs::read_link(format!("/proc/{pid}/ns/net"))
+        .unwrap()
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// An `exec`'d `sleep` inside, as the user; returns it once it runs in `ns`.
+fn sleeper(sb: &Sandbox, s: &Session, ns: &str) -> Proc {
+    let p = sb.spawn(
+        "sleeper",
+        s.vpn_ns(&["exec", "home", "--", "sleep", "1000"]),
+    );
+    expect_ok(wait_until(WG_SETTLE, || {
+        if procs_in(ns).contains(&p.pid()) {
+            Ok(())
+        } else {
+            Err(format!("pid {} is not in {ns} yet", p.pid()))
+        }
+    }));
+    p
+}
+
+#[test]
+fn a_normal_user_runs_their_own_wireguard_connection() {
+    if !require_root("a_normal_user_runs_their_own_wireguard_connection") {
+        return;
+    }
+    need("tcpdump", "tcpdump");
+    let sb = Sandbox::new("unpriv");
+    let user = TestUser::create();
+    let other = TestUser::create();
+    let s = Session::new(&sb, &user);
+    let so = Session::new(&sb, &other);
+    let lab = lab(&sb, &s);
+    let before = host_view(&sb);
+
+    s.ok(s.vpn_ns(&["check"]));
+    let capture = sb.dir().join("uplink.pcap");
+    let mut tcpdump = sb.spawn("tcpdump", {
+        let mut c = sb.cmd("tcpdump");
+        c.args([
+            "-i",
+            "up1",
+            "-n",
+            "-U",
+            "--immediate-mode",
+            "-Z",
+            "root",
+            "-w",
+        ])
+        .arg(&capture);
+        c
+    });
+    expect_ok(wait_until(WG_SETTLE, || {
+        let log = tcpdump.log_text();
+        if log.contains("listening on") {
+            Ok(())
+        } else {
+            Err(format!("tcpdump not listening: {log}"))
+        }
+    }));
+
+    s.ok(s.vpn_ns(&["up", "home"]));
+    let keeper = s.keeper_pid();
+    let status = fs::read_to_string(format!("/proc/{keeper}/status")).unwrap();
+    let uid_line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+    assert!(
+        uid_line
+            .split_whitespace()
+            .skip(1)
+            .all(|u| u == user.uid.to_string()),
+        "the keeper runs as the user: {uid_line}"
+    );
+    let ns = net_ns_of(keeper);
+    assert_ne!(
+        ns,
+        net_ns_of(sb.pid()),
+        "the keeper has its own network namespace"
+    );
+    assert_eq!(host_view(&sb), before, "up changed the host");
+
+    // Traffic through the tunnel, v4 and v6.
+    for (addr, want) in [(SERVICE_4, "v4-ok"), (SERVICE_6, "v6-ok")] {
+        let got = wait_until(WG_SETTLE, || {
+            tcp_inside(&s, addr).and_then(|l| if l == want { Ok(l) } else { Err(l) })
+        });
+        assert_eq!(
+            got.as_deref(),
+            Ok(want),
+            "[{addr}] through the tunnel\n{}",
+            sb.diagnostics()
+        );
+    }
+
+    // The child: the user's uid, no capability, only lo and the tunnel, the
+    // connection's resolver files.
+    let inside = s.ok(s.vpn_ns(&[
+        "exec",
+        "home",
+        "--",
+        "sh",
+        "-c",
+        "echo uid=$(id -u); grep ^Cap /proc/self/status; ip -o link | cut -d' ' -f2; \
+         ip -4 route; ip -6 route; cat /etc/resolv.conf; grep ^hosts: /etc/nsswitch.conf; \
+         echo cwd=$(pwd)",
+    ]));
+    assert!(inside.contains(&format!("uid={}\n", user.uid)), "{inside}");
+    for cap in ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"] {
+        assert!(
+            inside.contains(&format!("{cap}:\t0000000000000000")),
+            "{cap} must be empty inside: {inside}"
+        );
+    }
+    // The tunnel is named after the wg-quick file, home.conf.
+    assert!(
+        inside.contains("lo:\n") && inside.contains("home:\n"),
+        "{inside}"
+    );
+    assert_eq!(
+        inside.matches(":\n").count(),
+        2,
+        "only lo and the tunnel: {inside}"
+    );
+    assert!(inside.contains("default dev home"), "{inside}");
+    assert!(
+        inside.contains(&format!("nameserver {TUNNEL_DNS}")),
+        "{inside}"
+    );
+    assert!(
+        !inside.contains("198.51.100.1"),
+        "host resolver visible: {inside}"
+    );
+    assert!(
+        inside.contains(&format!("cwd={}", sb.dir().display())),
+        "{inside}"
+    );
+    assert!(s.run(s.vpn_ns(&["verify", "home"])).status.success());
+
+    // DNS inside goes through the tunnel only: the host resolver sees no new query.
+    let host_queries = || {
+        fs::read_to_string(&lab.host_dns_log)
+            .unwrap_or_default()
+            .matches(&format!("] {OUTSIDE_NAME} from"))
+            .count()
+    };
+    let queries_before = host_queries();
+    let dns = s.ok(s.vpn_ns(&[
+        "exec",
+        "home",
+        "--",
+        "sh",
+        "-c",
+        &format!(
+            "echo inside=$(getent hosts {INSIDE_NAME}); getent hosts {OUTSIDE_NAME}; echo outside_rc=$?"
+        ),
+    ]));
+    assert!(dns.contains(&format!("inside={SERVICE_4}")), "{dns}");
+    assert!(dns.contains("outside_rc=2"), "{dns}");
+    let host_log = fs::read_to_string(&lab.host_dns_log).unwrap_or_default();
+    assert!(
+        !host_log.contains(INSIDE_NAME) && host_queries() == queries_before,
+        "a lookup from inside reached the host resolver: {host_log}"
+    );
+
+    // The uplink carried only WireGuard's UDP (ARP, neighbour discovery and MLD are the
+    // veth's own link chatter, sent by the host kernel whatever runs).
+    tcpdump.signal(libc::SIGINT);
+    tcpdump.wait_exit(WG_SETTLE);
+    let all = sandbox::run(sb.cmd("tcpdump").args(["-n", "-r"]).arg(&capture)).unwrap();
+    let other_pkts = sandbox::run(
+        sb.cmd("tcpdump")
+            .args(["-n", "-r"])
+            .arg(&capture)
+            .arg("not arp and not icmp6 and not ip6 multicast and not (udp port 51820)"),
+    )
+    .unwrap();
+    assert!(
+        all.lines().count() > 4,
+        "no WireGuard traffic captured: {all}\n{}",
+        tcpdump.log_text()
+    );
+    assert!(
+        other_pkts.trim().is_empty(),
+        "not WireGuard on the uplink: {other_pkts}"
+    );
+
+    // Another user can neither enter nor look at the namespaces.
+    let nsenter = so.run(so.cmd("nsenter", &["-t", &keeper.to_string(), "-U", "-n", "true"]));
+    assert!(
+        !nsenter.status.success(),
+        "another user entered the namespaces"
+    );
+    let look = so.run(so.cmd("readlink", &[&format!("/proc/{keeper}/ns/net")]));
+    assert!(
+        !look.status.success(),
+        "another user sees the namespace: {look:?}"
+    );
+    let peek = so.run(so.cmd("ls", &[&s.runtime.display().to_string()]));
+    assert!(!peek.status.success(), "another user reads the runtime dir");
+    let theirs = so.run(so.vpn_ns(&["exec", "home", "--", "true"]));
+    assert!(!theirs.status.success(), "another user's exec must fail");
+
+    // down ends programs inside and leaves nothing.
+    let mut sleep = sleeper(&sb, &s, &ns);
+    s.ok(s.vpn_ns(&["down", "home"]));
+    assert!(
+        sleep.wait_exit(WG_SETTLE).is_some(),
+        "down must end programs inside"
+    );
+    expect_ok(wait_until(WG_SETTLE, || match procs_in(&ns).as_slice() {
+        [] => Ok(()),
+        p => Err(format!("processes left in {ns}: {p:?}")),
+    }));
+    assert!(gone(keeper), "keeper left");
+    assert_eq!(
+        s.run_dir_entries(),
+        Vec::<String>::new(),
+        "files left in the runtime dir"
+    );
+    assert_eq!(host_view(&sb), before, "down changed the host");
+}
+
+#[test]
+fn a_user_connection_fails_closed_when_its_keeper_dies() {
+    if !require_root("a_user_connection_fails_closed_when_its_keeper_dies") {
+        return;
+    }
+    let sb = Sandbox::new("unpriv-drop");
+    let user = TestUser::create();
+    let s = Session::new(&sb, &user);
+    let _lab = lab(&sb, &s);
+    s.ok(s.vpn_ns(&["up", "home"]));
+    let keeper = s.keeper_pid();
+    let ns = net_ns_of(keeper);
+    let mut sleep = sleeper(&sb, &s, &ns);
+    assert!(sys::send_signal(keeper, libc::SIGKILL));
+    expect_ok(wait_until(WG_SETTLE, || match gone(keeper) {
+        true => Ok(()),
+        false => Err("keeper still there".to_owned()),
+    }));
+    let t = sleep.pid().to_string();
+    let seen = sb.must(&format!(
+        "nsenter -t {t} -n ip -o link | cut -d' ' -f2; nsenter -t {t} -n ip -4 route; \
+         nsenter -t {t} -n ip -6 route"
+    ));
+    assert_eq!(
+        seen.trim(),
+        "lo:",
+        "after the drop: only lo and no route: {seen}"
+    );
+    let st = s.ok(s.vpn_ns(&["status", "home"]));
+    assert!(st.contains("stale"), "{st}");
+    s.ok(s.vpn_ns(&["down", "home"]));
+    assert!(
+        sleep.wait_exit(WG_SETTLE).is_some(),
+        "down must end programs inside"
+    );
+    assert_eq!(s.run_dir_entries(), Vec::<String>::new());
+}
+
+#[test]
+fn root_only_keys_are_config_errors_for_a_user() {
+    if !require_root("root_only_keys_are_config_errors_for_a_user") {
+        return;
+    }
+    need("setpriv", "util-linux");
+    let sb = Sandbox::new("unpriv-keys");
+    let user = TestUser::create();
+    let s = Session::new(&sb, &user);
+    s.write("home.conf", "[Interface]\nPrivateKey = x\n", 0o600);
+    for (toml, key) in [
+        ("type = \"wireguard\"\nnetns-name = \"vpn\"\n", "netns-name"),
+        (
+            "type = \"wireguard\"\n[exec]\nusers = [\"root\"]\n",
+            "[exec] users",
+        ),
+        (
+            "type = \"wireguard\"\n[wireguard]\nbackend = \"kernel\"\n",
+            "[wireguard] backend",
+        ),
+        ("type = \"openvpn\"\n[openvpn]\nconfig = \"/x\"\n", "type"),
+        ("type = \"macvlan\"\n", "type"),
+    ] {
+        s.write("home.toml", toml, 0o644);
+        let o = s.run(s.vpn_ns(&["up", "home"]));
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{toml}: {err}");
+        assert!(
+            err.contains(key) && err.contains("home.toml"),
+            "{toml}: {err}"
+        );
+    }
+    // Someone else's writable file is refused too.
+    s.write("home.toml", "type = \"wireguard\"\n", 0o666);
+    let o = s.run(s.vpn_ns(&["up", "home"]));
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(s.run_dir_entries().is_empty());
+}
+
+/// An HTTP server on SERVICE_4 in srv1 that logs each request line.
+fn page_server(sb: &Sandbox) -> (Proc, PathBuf) {
+    let log = sb.dir().join("page-requests.txt");
+    let script = sb.dir().join("page.sh");
+    fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\nread -r line\necho \"$line from $SOCAT_PEERADDR\" >> {log}\n\
+             while read -r h; do case \"$h\" in ''|\"$(printf '\\r')\") break;; esac; done\n\
+             printf 'HTTP/1.0 200 OK\\r\\nContent-Type: text/html\\r\\nConnection: close\\r\\n\\r\\n'\n\
+             printf '<html><body><h1>only behind the tunnel</h1></body></html>\\n'\n",
+            log = log.display()
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(&script, fs::Permissions::from_mode(0o755)).unwrap();
+    let mut c = sb.ns_cmd("srv1", "socat");
+    c.arg(format!(
+        "TCP4-LISTEN:{PAGE_PORT},bind={SERVICE_4},reuseaddr,fork"
+    ))
+    .arg(format!("EXEC:{}", script.display()));
+    (sb.spawn("page-server", c), log)
+}
+
+#[test]
+fn headless_firefox_as_the_user_fetches_a_page_only_behind_the_tunnel() {
+    if !require_root("headless_firefox_as_the_user_fetches_a_page_only_behind_the_tunnel") {
+        return;
+    }
+    need("firefox-esr", "firefox-esr");
+    let sb = Sandbox::new("unpriv-firefox");
+    let user = TestUser::create();
+    let s = Session::new(&sb, &user);
+    let _lab = lab(&sb, &s);
+    let (_page, log) = page_server(&sb);
+    let url = format!(
+        "http://{SERVICE_4}:{PAGE_PORT}/user-page-{}",
+        std::process::id()
+    );
+    assert!(
+        sandbox::run(sb.cmd("curl").args(["-sS", "--max-time", "2", &url])).is_err(),
+        "the page must not be reachable from the host"
+    );
+    s.ok(s.vpn_ns(&["up", "home"]));
+    let work = s.config_home.parent().unwrap().join("browser");
+    fs::create_dir_all(work.join("profile")).unwrap();
+    for d in [&work, &work.join("profile")] {
+        std::os::unix::fs::chown(d, Some(user.uid), Some(user.gid)).unwrap();
+    }
+    let shot = work.join("shot.png");
+    let (profile_s, shot_s) = (
+        work.join("profile").display().to_string(),
+        shot.display().to_string(),
+    );
+    let mut browser = sb.spawn(
+        "firefox",
+        s.vpn_ns(&[
+            "exec",
+            "home",
+            "--",
+            "firefox-esr",
+            "--headless",
+            "--no-remote",
+            "--profile",
+            &profile_s,
+            "--screenshot",
+            &shot_s,
+            &url,
+        ]),
+    );
+    let status = browser
+        .wait_exit(Duration::from_secs(180))
+        .unwrap_or_else(|| panic!("firefox did not finish in 180 s: {}", browser.log_text()));
+    assert!(
+        status.success(),
+        "firefox failed ({status}): {}",
+        browser.log_text()
+    );
+    let png =
+        fs::read(&shot).unwrap_or_else(|e| panic!("no screenshot: {e}; {}", browser.log_text()));
+    assert!(png.starts_with(b"\x89PNG"));
+    assert_eq!(
+        std::os::unix::fs::MetadataExt::uid(&fs::metadata(&shot).unwrap()),
+        user.uid,
+        "written as the user"
+    );
+    let requests = fs::read_to_string(&log).unwrap_or_default();
+    let path = format!("GET /user-page-{} ", std::process::id());
+    let fetched: Vec<&str> = requests.lines().filter(|l| l.contains(&path)).collect();
+    assert_eq!(fetched.len(), 1, "fetched once: {requests}");
+    assert!(
+        fetched[0].contains(CLIENT_V4),
+        "through the tunnel (from {CLIENT_V4}): {requests}"
+    );
+    s.ok(s.vpn_ns(&["down", "home"]));
+    assert!(s.run_dir_entries().is_empty());
+}
