@@ -19,6 +19,7 @@ mod wait;
 
 /// Also masked in a user connection's mount namespace (unprivileged mode).
 pub use enter::HOST_SOCKET_DIRS;
+pub use seal::allowed_entry;
 
 use std::ffi::{CString, OsString};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};

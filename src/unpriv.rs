@@ -10,6 +10,7 @@ mod cmds_verify;
 pub mod conf;
 pub mod keeper;
 pub mod ns;
+mod seal;
 pub mod state;
 
 use std::io;

@@ -328,6 +328,22 @@ fn a_normal_user_runs_their_own_wireguard_connection() {
         }
     }));
 
+    // A session bus (a way out: it acts in the host namespace) and a Wayland socket
+    // (passed through) in the user's runtime directory.
+    let _sockets: Vec<Proc> = ["bus", "wayland-0"]
+        .iter()
+        .map(|n| {
+            let path = s.runtime.join(n);
+            let listen = format!("UNIX-LISTEN:{},fork", path.display());
+            let p = sb.spawn(n, s.cmd("socat", &[&listen, "/dev/null"]));
+            expect_ok(wait_until(WG_SETTLE, || match path.exists() {
+                true => Ok(()),
+                false => Err(format!("no {}", path.display())),
+            }));
+            p
+        })
+        .collect();
+
     s.ok(s.vpn_ns(&["up", "home"]));
     let keeper = s.keeper_pid();
     let status = fs::read_to_string(format!("/proc/{keeper}/status")).unwrap();
@@ -370,7 +386,7 @@ fn a_normal_user_runs_their_own_wireguard_connection() {
         "-c",
         "echo uid=$(id -u); grep ^Cap /proc/self/status; ip -o link | cut -d' ' -f2; \
          ip -4 route; ip -6 route; cat /etc/resolv.conf; grep ^hosts: /etc/nsswitch.conf; \
-         echo cwd=$(pwd)",
+         echo cwd=$(pwd); echo run=$(ls -A $XDG_RUNTIME_DIR)",
     ]));
     assert!(inside.contains(&format!("uid={}\n", user.uid)), "{inside}");
     for cap in ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"] {

@@ -160,6 +160,13 @@ pub fn run(config_dir: &Path, conn_name: &str) -> anyhow::Result<()> {
             .map_or(0, |d| d.as_secs()),
     };
     state::write(&run, &st)?;
+    // Last: from here on the runtime directory seen by the keeper is the sealed one.
+    if let Some(base) = run.parent() {
+        super::seal::runtime_dir(base, nix::unistd::getuid().as_raw())?;
+    }
+    if let Some(home) = std::env::var_os("HOME") {
+        super::seal::dirmngr(Path::new(&home));
+    }
     let mut out = std::io::stdout();
     writeln!(out, "{READY}").and_then(|()| out.flush())?;
     // SAFETY: dup2 of two open fds of this process: later output goes to the log.
