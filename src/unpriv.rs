@@ -10,6 +10,7 @@ mod cmds_verify;
 pub mod conf;
 pub mod keeper;
 pub mod ns;
+pub mod root_view;
 mod seal;
 pub mod state;
 

@@ -574,6 +574,24 @@ fn root_only_keys_are_config_errors_for_a_user() {
             "{toml}: {err}"
         );
     }
+    // FwMark marks the host-side socket: root only.
+    s.write("home.toml", "type = \"wireguard\"\n", 0o644);
+    let keys = genkeys();
+    s.write(
+        "home.conf",
+        &format!(
+            "[Interface]\nPrivateKey = {}\nFwMark = 51820\n",
+            keys.private
+        ),
+        0o600,
+    );
+    let o = s.run(s.vpn_ns(&["up", "home"]));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("FwMark") && err.contains("home.conf line 3"),
+        "{err}"
+    );
     // Someone else's writable file is refused too.
     s.write("home.toml", "type = \"wireguard\"\n", 0o666);
     let o = s.run(s.vpn_ns(&["up", "home"]));

@@ -60,7 +60,7 @@ fn runtime_dir() -> anyhow::Result<PathBuf> {
 }
 
 /// The keeper `st` names, if it is that very process and still the keeper of `conn`.
-pub(super) fn live_keeper(st: &UserState) -> Option<PidFd> {
+pub(crate) fn live_keeper(st: &UserState) -> Option<PidFd> {
     let fd = st.keeper.open().ok()??;
     let cmdline = std::fs::read(format!("/proc/{}/cmdline", st.keeper.pid)).ok()?;
     let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();

@@ -90,6 +90,15 @@ pub fn load(dir: &Path, name: &str) -> Result<UserConn, ConfigError> {
         wireguard::WgError::Syntax { path, line, msg } => invalid(&path, Some(line), msg),
         wireguard::WgError::Read { path, source } => ConfigError::Io { path, source },
     })?;
+    if wg.interface.fwmark.is_some() {
+        // SO_MARK on the host-side socket needs CAP_NET_ADMIN in the host namespace.
+        return Err(invalid(
+            &wg_path,
+            line_of(&wg_text, "FwMark"),
+            "FwMark needs root (a mark on the host-side socket); remove it for a user connection"
+                .to_owned(),
+        ));
+    }
     let iface = wg_path
         .file_stem()
         .and_then(|s| s.to_str())
