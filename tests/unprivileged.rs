@@ -342,6 +342,22 @@ fn root_only_keys_are_config_errors_for_a_user() {
         err.contains("FwMark") && err.contains("home.conf line 3"),
         "{err}"
     );
+    // A runtime directory that is not the user's own, closed to others, is refused.
+    s.write(
+        "home.conf",
+        &format!(
+            "[Interface]\nPrivateKey = {}\nAddress = 100.64.0.2/32\n",
+            keys.private
+        ),
+        0o600,
+    );
+    for bad in ["/tmp", "relative/run"] {
+        let env = format!("XDG_RUNTIME_DIR={bad}");
+        let o = s.run(s.cmd("env", &[&env, &vpn_ns_bin(), "up", "home"]));
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{bad}: {err}");
+        assert!(err.contains("XDG_RUNTIME_DIR"), "{bad}: {err}");
+    }
     // Someone else's writable file is refused too.
     s.write("home.toml", "type = \"wireguard\"\n", 0o666);
     let o = s.run(s.vpn_ns(&["up", "home"]));

@@ -77,6 +77,7 @@ fn up(g: &GlobalArgs, conn: &str, foreground: bool) -> anyhow::Result<ExitCode> 
     let dir = config_dir(g)?;
     let uc = conf::load(&dir, conn)?;
     let run = runtime_dir()?;
+    let _lock = state::lock(&run)?;
     if let Some(st) = state::read(&run, conn)? {
         if live_keeper(&st).is_some() {
             return Err(UnprivError::AlreadyUp {
@@ -135,6 +136,7 @@ fn end_programs(st: &UserState) {
 
 fn down(conn: &str) -> anyhow::Result<ExitCode> {
     let run = runtime_dir()?;
+    let _lock = state::lock(&run)?;
     let Some(st) = state::read(&run, conn)? else {
         state::remove_all(&run, conn);
         println!("{conn}: not up");

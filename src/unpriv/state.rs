@@ -110,6 +110,25 @@ pub fn owned_dir(dir: &Path, uid: u32) -> Result<(), UnprivError> {
     })
 }
 
+/// An exclusive lock on the runtime directory itself, held by `up` and `down` for
+/// their whole run: two of them for one user never interleave, and no lock file is
+/// left behind.
+pub struct Lock {
+    _held: nix::fcntl::Flock<std::fs::File>,
+}
+
+pub fn lock(run: &Path) -> Result<Lock, UnprivError> {
+    let what = run.display().to_string();
+    let dir = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(run)
+        .map_err(UnprivError::io("cannot open", what.clone()))?;
+    nix::fcntl::Flock::lock(dir, nix::fcntl::FlockArg::LockExclusive)
+        .map(|held| Lock { _held: held })
+        .map_err(|(_, e)| UnprivError::errno("cannot lock", what)(e))
+}
+
 pub fn state_path(run: &Path, conn: &str) -> PathBuf {
     run.join(format!("{conn}.json"))
 }

@@ -167,7 +167,7 @@ pub fn dnsmasq(
 }
 
 pub fn lab(sb: &Sandbox, s: &Session) -> Lab {
-    need("dnsmasq", "dnsmasq");
+    need("dnsmasq", "dnsmasq-base");
     need("setpriv", "util-linux");
     let client = genkeys();
     let server = start_wg_server(
