@@ -48,11 +48,13 @@ fn usage(e: UnprivError) -> anyhow::Error {
     }
 }
 
+/// Absolute, so that the keeper (which moves to /) reads the same directory.
 fn config_dir(g: &GlobalArgs) -> anyhow::Result<PathBuf> {
-    match &g.config_dir {
-        Some(d) => Ok(d.clone()),
-        None => state::config_dir().map_err(usage),
-    }
+    let dir = match &g.config_dir {
+        Some(d) => d.clone(),
+        None => state::config_dir().map_err(usage)?,
+    };
+    std::path::absolute(&dir).with_context(|| format!("cannot resolve {}", dir.display()))
 }
 
 fn runtime_dir() -> anyhow::Result<PathBuf> {

@@ -129,6 +129,8 @@ fn read_ready(out: &mut std::process::ChildStdout, timeout: Duration) -> Result<
 pub fn run(config_dir: &Path, conn_name: &str) -> anyhow::Result<()> {
     // SAFETY: umask only sets this process's file-creation mask.
     unsafe { libc::umask(0o077) };
+    // It lives long: it must not keep the caller's directory (or its mount) busy.
+    std::env::set_current_dir("/")?;
     let run = state::runtime_dir()?;
     let uc = conf::load(config_dir, conn_name)?;
     let endpoints = wireguard::resolve_endpoints(&uc.wg)?;
