@@ -65,11 +65,13 @@ fn runtime_dir() -> anyhow::Result<PathBuf> {
 pub(crate) fn live_keeper(st: &UserState) -> Option<PidFd> {
     let fd = st.keeper.open().ok()??;
     let cmdline = std::fs::read(format!("/proc/{}/cmdline", st.keeper.pid)).ok()?;
+    is_keeper_of(&cmdline, &st.conn).then_some(fd)
+}
+
+/// Whether a `/proc/PID/cmdline` is `<vpn-ns> user-keeper <conn>`.
+fn is_keeper_of(cmdline: &[u8], conn: &str) -> bool {
     let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
-    let ours = args.len() >= 3
-        && args[1] == keeper::SUBCOMMAND.as_bytes()
-        && args[2] == st.conn.as_bytes();
-    ours.then_some(fd)
+    args.len() >= 3 && args[1] == keeper::SUBCOMMAND.as_bytes() && args[2] == conn.as_bytes()
 }
 
 fn up(g: &GlobalArgs, conn: &str, foreground: bool) -> anyhow::Result<ExitCode> {
@@ -278,4 +280,17 @@ fn list(g: &GlobalArgs) -> anyhow::Result<ExitCode> {
         .collect::<anyhow::Result<Vec<_>>>()?;
     print_rows(g, &rows)?;
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn only_the_keeper_of_that_connection_is_recognised() {
+        use super::is_keeper_of as k;
+        assert!(k(b"/usr/bin/vpn-ns\0user-keeper\0home\0", "home"));
+        assert!(!k(b"/usr/bin/vpn-ns\0user-keeper\0work\0", "home"));
+        assert!(!k(b"/usr/bin/vpn-ns\0keeper\0home\0", "home"));
+        assert!(!k(b"sleep\0user-keeper home\0", "home"));
+        assert!(!k(b"", "home"));
+    }
 }
