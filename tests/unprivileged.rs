@@ -443,3 +443,66 @@ fn headless_firefox_as_the_user_fetches_a_page_only_behind_the_tunnel() {
     s.ok(s.vpn_ns(&["down", "home"]));
     assert!(s.run_dir_entries().is_empty());
 }
+
+/// `check` as a user in a user namespace whose `user.max_user_namespaces` is 0 (the
+/// sysctl is per user namespace, so the host's stays as it is): it names the setting,
+/// the step that failed and the fix; `up` fails without leaving anything.
+#[test]
+fn check_explains_a_host_that_forbids_user_namespaces() {
+    use std::io::Write as _;
+    use std::process::{Command, Stdio};
+    if !require_root("check_explains_a_host_that_forbids_user_namespaces") {
+        return;
+    }
+    need("setpriv", "util-linux");
+    // The inner shell is exec'd after the maps exist: only then is it uid 0 with
+    // capabilities in its namespace (an exec as an unmapped uid drops them).
+    let inner = format!(
+        "echo 0 > /proc/sys/user/max_user_namespaces || exit 9; \
+         exec setpriv --reuid=4243 --regid=4243 --clear-groups --bounding-set=-all -- \
+         env -i PATH=/usr/bin:/bin {} check",
+        vpn_ns_bin()
+    );
+    let mut child = Command::new("unshare")
+        .args([
+            "--user",
+            "--",
+            "sh",
+            "-c",
+            "read go; exec sh -c \"$1\"",
+            "sh",
+            &inner,
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("unshare (util-linux)");
+    let ns = |pid: String| fs::read_link(format!("/proc/{pid}/ns/user")).ok();
+    let ours = ns("self".to_owned());
+    expect_ok(wait_until(Duration::from_secs(5), || {
+        match ns(child.id().to_string()) != ours {
+            true => Ok(()),
+            false => Err("unshare has not made its user namespace yet".to_owned()),
+        }
+    }));
+    // Root maps the whole lower range into the child namespace (no newuidmap needed).
+    for f in ["uid_map", "gid_map"] {
+        fs::write(format!("/proc/{}/{f}", child.id()), "0 0 65536\n").expect(f);
+    }
+    child.stdin.take().unwrap().write_all(b"go\n").unwrap();
+    let o = child.wait_with_output().unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "{out}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(
+        out.contains("FAIL: cannot create a user namespace"),
+        "{out}"
+    );
+    assert!(out.contains("user.max_user_namespaces = 0"), "{out}");
+    assert!(out.contains("sysctl -w user.max_user_namespaces="), "{out}");
+}
