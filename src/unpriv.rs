@@ -8,6 +8,7 @@ pub mod check;
 mod cmds;
 mod cmds_verify;
 pub mod conf;
+mod exec;
 pub mod keeper;
 pub mod ns;
 pub mod root_view;

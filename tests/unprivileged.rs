@@ -136,7 +136,8 @@ fn a_normal_user_runs_their_own_wireguard_connection() {
         "-c",
         "echo uid=$(id -u); grep ^Cap /proc/self/status; ip -o link | cut -d' ' -f2; \
          ip -4 route; ip -6 route; cat /etc/resolv.conf; grep ^hosts: /etc/nsswitch.conf; \
-         echo cwd=$(pwd); echo run=$(ls -A $XDG_RUNTIME_DIR)",
+         echo cwd=$(pwd); echo run=$(ls -A $XDG_RUNTIME_DIR); \
+         echo pids=$(ls /proc | grep -c '^[0-9]'); echo self=$$",
     ]));
     assert!(inside.contains(&format!("uid={}\n", user.uid)), "{inside}");
     for cap in ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"] {

@@ -1,9 +1,8 @@
 //! The subcommands for a user's own connections (real uid != 0).
 
 use std::io::Write as _;
-use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
-use std::process::{Command as Proc, ExitCode};
+use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -181,18 +180,7 @@ fn exec(conn: &str, user: bool, wait: bool, cmd: &[String]) -> anyhow::Result<Ex
     if wait {
         return Err(usage(UnprivError::Unsupported("exec --wait")));
     }
-    let h = keeper_namespaces(conn)?;
-    let cwd = std::env::current_dir().ok();
-    h.enter()?;
-    drop(h);
-    // Entering a mount namespace moves to its root; the same path is the same place
-    // (the keeper's mounts only cover /etc files and socket directories).
-    if let Some(d) = cwd {
-        let _ = std::env::set_current_dir(d);
-    }
-    ns::drop_capabilities()?;
-    let err = Proc::new(&cmd[0]).args(&cmd[1..]).exec();
-    Err(anyhow::Error::new(err).context(format!("cannot run {}", cmd[0])))
+    super::exec::run(keeper_namespaces(conn)?, cmd)
 }
 
 #[derive(serde::Serialize)]
