@@ -169,7 +169,17 @@ fn a_normal_user_runs_their_own_wireguard_connection() {
         inside.contains(&format!("cwd={}", sb.dir().display())),
         "{inside}"
     );
-    assert!(s.run(s.vpn_ns(&["verify", "home"])).status.success());
+    let verify = s.run(s.vpn_ns(&["verify", "home"]));
+    let report = String::from_utf8_lossy(&verify.stdout);
+    assert!(verify.status.success(), "verify: {report}");
+    for check in ["links", "routes", "dns", "nsswitch"] {
+        assert!(report.contains(&format!("ok {check}\n")), "{report}");
+    }
+    // The command's exit status is vpn-ns's; a missing program is 127.
+    let st = s.run(s.vpn_ns(&["exec", "home", "--", "sh", "-c", "exit 7"]));
+    assert_eq!(st.status.code(), Some(7));
+    let st = s.run(s.vpn_ns(&["exec", "home", "--", "/nonexistent/program"]));
+    assert_eq!(st.status.code(), Some(127));
 
     // DNS inside goes through the tunnel only: the host resolver sees no new query.
     let host_queries = || {
@@ -285,6 +295,18 @@ fn a_user_connection_fails_closed_when_its_keeper_dies() {
     );
     let st = s.ok(s.vpn_ns(&["status", "home"]));
     assert!(st.contains("stale"), "{st}");
+    let v = s.run(s.vpn_ns(&["verify", "home"]));
+    assert_eq!(
+        v.status.code(),
+        Some(1),
+        "verify of a dead connection must fail"
+    );
+    let e = s.run(s.vpn_ns(&["exec", "home", "--", "true"]));
+    assert_eq!(
+        e.status.code(),
+        Some(1),
+        "exec into a dead connection must fail"
+    );
     s.ok(s.vpn_ns(&["down", "home"]));
     assert!(
         sleep.wait_exit(WG_SETTLE).is_some(),
