@@ -96,6 +96,11 @@ fn a_normal_user_runs_their_own_wireguard_connection() {
 
     s.ok(s.vpn_ns(&["up", "home"]));
     let keeper = s.keeper_pid();
+    let listed = s.ok(s.vpn_ns(&["list"]));
+    assert!(
+        listed.contains("home: up, home in a user namespace"),
+        "{listed}"
+    );
     let status = fs::read_to_string(format!("/proc/{keeper}/status")).unwrap();
     let uid_line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
     assert!(

@@ -247,6 +247,10 @@ fn seal_mounts(files: &DnsFiles) -> Result<(), UnprivError> {
         (&files.resolv, Path::new("/etc/resolv.conf")),
         (&files.nsswitch, Path::new("/etc/nsswitch.conf")),
     ] {
+        // Without an nsswitch.conf glibc asks files and dns only: nothing to cover.
+        if target.ends_with("nsswitch.conf") && fs::symlink_metadata(target).is_err() {
+            continue;
+        }
         // A link into a directory masked above (resolved's stub) now dangles: give
         // the bind mount a file to cover in the (private, empty) tmpfs.
         if let Ok(to) = fs::read_link(target) {
