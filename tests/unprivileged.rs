@@ -177,9 +177,14 @@ fn a_normal_user_runs_their_own_wireguard_connection() {
     let verify = s.run(s.vpn_ns(&["verify", "home"]));
     let report = String::from_utf8_lossy(&verify.stdout);
     assert!(verify.status.success(), "verify: {report}");
-    for check in ["links", "routes", "dns", "nsswitch"] {
+    for check in ["links", "routes", "dns", "nsswitch", "handshake"] {
         assert!(report.contains(&format!("ok {check}\n")), "{report}");
     }
+    let st = s.ok(s.vpn_ns(&["status", "home"]));
+    assert!(
+        st.contains("home: up") && st.contains(" s ago"),
+        "handshake in status: {st}"
+    );
     // The command's exit status is vpn-ns's; a missing program is 127.
     let st = s.run(s.vpn_ns(&["exec", "home", "--", "sh", "-c", "exit 7"]));
     assert_eq!(st.status.code(), Some(7));

@@ -12,6 +12,11 @@ use super::{UnprivError, check, conf, keeper, ns};
 use crate::cli::{Cli, Command, GlobalArgs};
 use crate::commands::UsageError;
 use crate::procs::{PidFd, ProcId};
+use crate::wireguard::peers::{self, PeerInfo};
+use crate::wireguard::uapi;
+
+/// A keeper answers `get=1` at once; this only bounds a stuck one.
+const UAPI_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// How long `down` gives programs and the keeper to end on SIGTERM before SIGKILL.
 const GRACE: Duration = Duration::from_secs(3);
@@ -31,7 +36,7 @@ pub fn dispatch(cli: &Cli) -> Option<anyhow::Result<ExitCode>> {
         } => exec(conn, user.is_some(), *wait, cmd),
         Command::Status { conn } => status(g, conn.as_deref()),
         Command::List => list(g),
-        Command::Verify { conn } => super::cmds_verify::verify(conn),
+        Command::Verify { conn } => super::cmds_verify::verify(g, conn),
         Command::Check { .. } => Ok(check::run()),
         Command::UserKeeper { conn } => {
             config_dir(g).and_then(|d| keeper::run(&d, conn).map(|()| ExitCode::SUCCESS))
@@ -48,7 +53,7 @@ fn usage(e: UnprivError) -> anyhow::Error {
 }
 
 /// Absolute, so that the keeper (which moves to /) reads the same directory.
-fn config_dir(g: &GlobalArgs) -> anyhow::Result<PathBuf> {
+pub(super) fn config_dir(g: &GlobalArgs) -> anyhow::Result<PathBuf> {
     let dir = match &g.config_dir {
         Some(d) => d.clone(),
         None => state::config_dir().map_err(usage)?,
@@ -56,7 +61,7 @@ fn config_dir(g: &GlobalArgs) -> anyhow::Result<PathBuf> {
     std::path::absolute(&dir).with_context(|| format!("cannot resolve {}", dir.display()))
 }
 
-fn runtime_dir() -> anyhow::Result<PathBuf> {
+pub(super) fn runtime_dir() -> anyhow::Result<PathBuf> {
     state::runtime_dir().map_err(usage)
 }
 
@@ -190,6 +195,23 @@ struct Row {
     keeper_pid: Option<u32>,
     iface: Option<String>,
     since: Option<u64>,
+    /// From the keeper's UAPI socket (`get=1`); empty when not up.
+    peers: Vec<PeerInfo>,
+}
+
+/// The peers as the keeper reports them (nothing when it does not answer).
+pub(super) fn peers(run: &std::path::Path, conn: &str) -> Vec<PeerInfo> {
+    uapi::transact(&state::sock_path(run, conn), "get=1\n\n", UAPI_TIMEOUT)
+        .map(|a| peers::parse_uapi_get(&a))
+        .unwrap_or_default()
+}
+
+/// "handshake 12 s ago" / "no handshake yet" for one peer.
+fn handshake_text(p: &PeerInfo, now: u64) -> String {
+    match p.latest_handshake {
+        Some(t) => format!("handshake {} s ago", now.saturating_sub(t)),
+        None => "no handshake yet".to_owned(),
+    }
 }
 
 fn row(run: &std::path::Path, conn: &str) -> anyhow::Result<Row> {
@@ -205,6 +227,7 @@ fn row(run: &std::path::Path, conn: &str) -> anyhow::Result<Row> {
         keeper_pid: st.as_ref().map(|s| s.keeper.pid),
         iface: st.as_ref().map(|s| s.iface.clone()),
         since: st.as_ref().map(|s| s.since),
+        peers: if live { peers(run, conn) } else { Vec::new() },
     })
 }
 
@@ -223,13 +246,23 @@ fn print_rows(g: &GlobalArgs, rows: &[Row]) -> anyhow::Result<()> {
                 "{}: stale (its keeper is gone; `vpn-ns down {}` cleans up)",
                 r.conn, r.conn
             )?,
-            _ => writeln!(
-                out,
-                "{}: up, {} in a user namespace, keeper pid {}",
-                r.conn,
-                r.iface.as_deref().unwrap_or("?"),
-                r.keeper_pid.unwrap_or(0)
-            )?,
+            _ => {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs());
+                let hs: Vec<String> = r.peers.iter().map(|p| handshake_text(p, now)).collect();
+                writeln!(
+                    out,
+                    "{}: up, {} in a user namespace, keeper pid {}{}",
+                    r.conn,
+                    r.iface.as_deref().unwrap_or("?"),
+                    r.keeper_pid.unwrap_or(0),
+                    match hs.is_empty() {
+                        true => String::new(),
+                        false => format!(", {}", hs.join(", ")),
+                    }
+                )?
+            }
         }
     }
     Ok(())

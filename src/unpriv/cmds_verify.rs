@@ -10,11 +10,16 @@ use std::process::ExitCode;
 use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::{ForkResult, fork};
 
-use super::cmds::keeper_namespaces;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use super::cmds::{config_dir, keeper_namespaces, peers, runtime_dir};
+use super::{conf, state};
+use crate::cli::GlobalArgs;
 use crate::netlink::Netlink;
 
 /// One line per check: `ok NAME` or `FAIL NAME: why`.
-pub fn verify(conn: &str) -> anyhow::Result<ExitCode> {
+pub fn verify(g: &GlobalArgs, conn: &str) -> anyhow::Result<ExitCode> {
+    let timeout = conf::load(&config_dir(g)?, conn)?.conn.netns_timeout;
     let h = keeper_namespaces(conn)?;
     let (rx, tx) = nix::unistd::pipe()?;
     // SAFETY: the CLI is single-threaded here (no runtime, no threads started), so the
@@ -35,6 +40,7 @@ pub fn verify(conn: &str) -> anyhow::Result<ExitCode> {
             let mut report = String::new();
             File::from(rx).read_to_string(&mut report)?;
             let _ = waitpid(child, None).map(|s| matches!(s, WaitStatus::Exited(..)));
+            report.push_str(&line("handshake", handshakes(conn, timeout)));
             print!("{report}");
             let failed = report.is_empty() || report.lines().any(|l| !l.starts_with("ok "));
             Ok(if failed {
@@ -43,6 +49,34 @@ pub fn verify(conn: &str) -> anyhow::Result<ExitCode> {
                 ExitCode::SUCCESS
             })
         }
+    }
+}
+
+/// Every peer with an endpoint has completed a handshake, waiting until `timeout`
+/// after the up.
+fn handshakes(conn: &str, timeout: Duration) -> Result<(), String> {
+    let run = runtime_dir().map_err(|e| format!("{e:#}"))?;
+    let st = state::read(&run, conn)
+        .map_err(|e| e.to_string())?
+        .ok_or("not up")?;
+    let deadline = UNIX_EPOCH + Duration::from_secs(st.since) + timeout;
+    loop {
+        let peers = peers(&run, conn);
+        if peers.is_empty() {
+            return Err("the keeper does not answer on its UAPI socket".to_owned());
+        }
+        let waiting: Vec<&str> = peers
+            .iter()
+            .filter(|p| p.endpoint.is_some() && p.latest_handshake.is_none())
+            .map(|p| p.public_key.as_str())
+            .collect();
+        if waiting.is_empty() {
+            return Ok(());
+        }
+        if SystemTime::now() >= deadline {
+            return Err(format!("no handshake with {}", waiting.join(", ")));
+        }
+        std::thread::sleep(Duration::from_millis(100));
     }
 }
 

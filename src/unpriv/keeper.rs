@@ -27,6 +27,7 @@ use super::{UnprivError, ns};
 use crate::netlink::Netlink;
 use crate::procs::ProcId;
 use crate::spec::NetworkSpec;
+use crate::wireguard::builtin::server::Server;
 use crate::wireguard::builtin::{Device, device, request, tun};
 use crate::{dns, lifecycle, wireguard};
 
@@ -146,6 +147,13 @@ pub fn run(config_dir: &Path, conn_name: &str) -> anyhow::Result<()> {
     let dev = Device::with_socket(uc.iface.as_str(), tun, udp, dual, set)?;
     let done = start_loops(&dev)?;
     configure(&spec).with_context(|| format!("cannot configure {} inside", uc.iface))?;
+    // Bound before the runtime directory is sealed below: the socket lives in the real
+    // one, where status and verify (in the host's mount namespace) find it.
+    let server = Arc::new(Server::bind_at(state::sock_path(&run, conn_name))?);
+    let (d, srv) = (Arc::clone(&dev), Arc::clone(&server));
+    std::thread::Builder::new()
+        .name("wg-uapi".to_owned())
+        .spawn(move || srv.serve(&d))?;
 
     let ns_inode = |k: &str| -> anyhow::Result<u64> {
         Ok(ns::inode(&File::open(format!("/proc/self/ns/{k}"))?)?)
@@ -177,6 +185,7 @@ pub fn run(config_dir: &Path, conn_name: &str) -> anyhow::Result<()> {
     let why = wait_for_end(&signals, &done);
     tracing::info!("{conn_name}: ending ({why})");
     dev.stop();
+    drop(server);
     Ok(())
 }
 

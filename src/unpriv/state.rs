@@ -133,6 +133,11 @@ pub fn state_path(run: &Path, conn: &str) -> PathBuf {
     run.join(format!("{conn}.json"))
 }
 
+/// The keeper's UAPI socket (`get=1` for status and verify; mode 0600).
+pub fn sock_path(run: &Path, conn: &str) -> PathBuf {
+    run.join(format!("{conn}.sock"))
+}
+
 pub fn log_path(run: &Path, conn: &str) -> PathBuf {
     run.join(format!("{conn}.log"))
 }
@@ -205,6 +210,7 @@ pub fn recorded(run: &Path) -> Vec<String> {
 pub fn remove_all(run: &Path, conn: &str) {
     let _ = fs::remove_file(state_path(run, conn));
     let _ = fs::remove_file(log_path(run, conn));
+    let _ = fs::remove_file(sock_path(run, conn));
     let _ = fs::remove_dir_all(files_dir(run, conn));
 }
 
