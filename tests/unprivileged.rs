@@ -185,6 +185,21 @@ fn a_normal_user_runs_their_own_wireguard_connection() {
         st.contains("home: up") && st.contains(" s ago"),
         "handshake in status: {st}"
     );
+    // The session environment is kept.
+    let env = s.ok(s.cmd(
+        "env",
+        &[
+            "SESSION_MARK=kept",
+            &vpn_ns_bin(),
+            "exec",
+            "home",
+            "--",
+            "printenv",
+            "SESSION_MARK",
+            "HOME",
+        ],
+    ));
+    assert_eq!(env, format!("kept\n{}\n", user.home().display()));
     // The command's exit status is vpn-ns's; a missing program is 127.
     let st = s.run(s.vpn_ns(&["exec", "home", "--", "sh", "-c", "exit 7"]));
     assert_eq!(st.status.code(), Some(7));
