@@ -15,7 +15,7 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 OUT=${1:-$ROOT/BENCHMARKS-wireguard.md}
 RUNS=${RUNS:-20}
-TP_ROUNDS=${TP_ROUNDS:-3}
+TP_ROUNDS=${TP_ROUNDS:-5}
 TP_SECONDS=${TP_SECONDS:-5}
 
 if [ -z "${VPN_NS_BENCH_INNER:-}" ]; then
@@ -58,21 +58,25 @@ ip -n srv addr add 198.51.100.2/30 dev eth0
 ip -n srv link set eth0 up
 umask 077
 wg genkey > "$W/srv.key"; wg pubkey < "$W/srv.key" > "$W/srv.pub"
-wg genkey > "$W/cli.key"; wg pubkey < "$W/cli.key" > "$W/cli.pub"
+# One client key per backend: boringtun's handshake timestamps run 27 s ahead of
+# wireguard-go's, so a shared key would make the peer drop wireguard-go's handshakes
+# as replays for that long after a builtin run.
+for id in b g; do wg genkey > "$W/cli$id.key"; wg pubkey < "$W/cli$id.key" > "$W/cli$id.pub"; done
 ip netns exec srv wireguard-go -f wgs > "$W/srv.log" 2>&1 &
 SRV_PID=$!
 for _ in $(seq 100); do [ -S /run/wireguard/wgs.sock ] && break; sleep 0.05; done
 ip netns exec srv wg set wgs private-key "$W/srv.key" listen-port 51820 \
-    peer "$(cat "$W/cli.pub")" allowed-ips 100.64.0.2/32
+    peer "$(cat "$W/clib.pub")" allowed-ips 100.64.0.2/32 \
+    peer "$(cat "$W/clig.pub")" allowed-ips 100.64.0.3/32
 ip -n srv addr add 100.64.0.1/24 dev wgs
 ip -n srv link set wgs up
 ip netns exec srv iperf3 -s -B 100.64.0.1 -D
 
-# Two connections with the same key and peer, one per backend.
-for b in b:builtin g:wireguard-go; do
-    id=${b%%:*}; backend=${b#*:}
-    printf '[Interface]\nPrivateKey = %s\nAddress = 100.64.0.2/24\n[Peer]\nPublicKey = %s\nEndpoint = 198.51.100.2:51820\nAllowedIPs = 100.64.0.0/24\nPersistentKeepalive = 25\n' \
-        "$(cat "$W/cli.key")" "$(cat "$W/srv.pub")" > "$W/wg${id}0.conf"
+# Two connections with the same peer, one per backend.
+for b in b:builtin:2 g:wireguard-go:3; do
+    IFS=: read -r id backend host <<< "$b"
+    printf '[Interface]\nPrivateKey = %s\nAddress = 100.64.0.%s/24\n[Peer]\nPublicKey = %s\nEndpoint = 198.51.100.2:51820\nAllowedIPs = 100.64.0.0/24\nPersistentKeepalive = 25\n' \
+        "$(cat "$W/cli$id.key")" "$host" "$(cat "$W/srv.pub")" > "$W/wg${id}0.conf"
     printf 'type = "wireguard"\n[wireguard]\nconfig = "%s"\nbackend = "%s"\n' "$W/wg${id}0.conf" "$backend" > "$CONF/wg$id.toml"
 done
 umask 022
@@ -105,7 +109,12 @@ cpu_of() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 run_tp() {
     local conn=$1 rev=${2:-} pid out before after
     pid=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["vpn_pid"])' "/run/vpn-ns/$conn.json")
-    ip netns exec "$conn" ping -c1 -W2 100.64.0.1 >/dev/null || true
+    # One datagram starts the handshake; measure once it is done.
+    ip netns exec "$conn" bash -c 'echo > /dev/udp/100.64.0.1/9' || true
+    for _ in $(seq 100); do
+        wg show "${conn}0" latest-handshakes | awk '{exit !($2 > 0)}' && break
+        sleep 0.05
+    done
     for _ in 1 2 3 4 5; do
         before=$(cpu_of "$pid")
         out=$(ip netns exec "$conn" iperf3 -c 100.64.0.1 -t "$TP_SECONDS" $rev -J || true)

@@ -139,6 +139,39 @@ the failed ones."
         #[arg(value_name = "CONN")]
         conn: String,
     },
+    /// Relay a port across the namespace boundary while the connection is up
+    #[command(
+        long_about = "Relay a port across the namespace boundary while the connection \
+is up, through its keeper: a service inside the namespace becomes reachable on the host \
+(default), or with --host-access a service on the host becomes reachable from inside. \
+SPEC is [ADDR:]PORT[:TARGETPORT][/udp]: listen on ADDR (default 127.0.0.1) port PORT, \
+connect to 127.0.0.1:TARGETPORT (default PORT) on the other side; IPv6 as [::1]:PORT. \
+Lasts until unpublish, down or the keeper's end; permanent entries go in the connection \
+file ([[publish]], [[host-access]]; see docs/publish.md)."
+    )]
+    Publish {
+        /// Connection name
+        #[arg(value_name = "CONN")]
+        conn: String,
+        /// [ADDR:]PORT[:TARGETPORT][/udp]
+        #[arg(value_name = "SPEC", required = true)]
+        specs: Vec<String>,
+        /// Listen inside the namespace and connect to the host (a host service for apps inside)
+        #[arg(long)]
+        host_access: bool,
+    },
+    /// Stop relaying a port published with `publish` (or from the connection file)
+    Unpublish {
+        /// Connection name
+        #[arg(value_name = "CONN")]
+        conn: String,
+        /// [ADDR:]PORT[/udp], as given to publish (a TARGETPORT is ignored)
+        #[arg(value_name = "SPEC", required = true)]
+        specs: Vec<String>,
+        /// The relay listens inside the namespace (published with --host-access)
+        #[arg(long)]
+        host_access: bool,
+    },
     /// The connection's keeper (started by up, ended by down; not for direct use)
     #[command(hide = true)]
     Keeper {

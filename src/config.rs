@@ -81,6 +81,7 @@ macro_rules! keywords {
 // After the macros, which it uses.
 mod plain;
 pub use plain::{MacvlanMode, MacvlanSection, RoutedSection};
+mod publish;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -245,12 +246,17 @@ pub struct Connection {
     pub netns: NetnsName,
     pub netns_timeout: Duration,
     pub default_route: bool,
+    /// `netns-isolate = false` only: pushed routes shorter than this prefix are refused
+    /// (they would take over much of the host's table).
+    pub host_routes_min_prefix: u8,
     pub openvpn: Option<OpenVpnSection>,
     pub wireguard: Option<WireGuardSection>,
     pub macvlan: Option<MacvlanSection>,
     pub routed: Option<RoutedSection>,
     pub dns: DnsOverride,
     pub exec: Option<ExecPolicy>,
+    /// `[[publish]]` then `[[host-access]]` entries, in file order.
+    pub forwards: Vec<crate::publish::Rule>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -466,6 +472,12 @@ pub fn parse(name: &str, path: &Path, text: &str) -> Result<Connection, ConfigEr
             ));
         }
     };
+    let mut forwards = publish::rules(&doc, crate::publish::Direction::Publish, raw.publish)?;
+    forwards.extend(publish::rules(
+        &doc,
+        crate::publish::Direction::HostAccess,
+        raw.host_access,
+    )?);
     Ok(Connection {
         name: name.to_owned(),
         path: path.to_owned(),
@@ -476,12 +488,16 @@ pub fn parse(name: &str, path: &Path, text: &str) -> Result<Connection, ConfigEr
         netns,
         netns_timeout: Duration::from_millis(raw.netns_timeout.map_or(DEFAULT_TIMEOUT_MS, |t| t.0)),
         default_route: raw.default_route.unwrap_or(true),
+        host_routes_min_prefix: raw
+            .host_routes_min_prefix
+            .map_or(crate::cover::MIN_PREFIX, |p| p.0),
         openvpn: raw.openvpn,
         wireguard: raw.wireguard,
         macvlan: raw.macvlan,
         routed: raw.routed,
         dns: raw.dns.unwrap_or_default(),
         exec: raw.exec,
+        forwards,
     })
 }
 
@@ -499,12 +515,15 @@ struct RawConnection {
     netns_name: Option<NetnsChoice>,
     netns_timeout: Option<TimeoutMs>,
     default_route: Option<bool>,
+    host_routes_min_prefix: Option<MinPrefix>,
     openvpn: Option<OpenVpnSection>,
     wireguard: Option<WireGuardSection>,
     macvlan: Option<MacvlanSection>,
     routed: Option<RoutedSection>,
     dns: Option<DnsOverride>,
     exec: Option<ExecPolicy>,
+    publish: Option<Vec<publish::RawForward>>,
+    host_access: Option<Vec<publish::RawForward>>,
 }
 
 enum NetnsChoice {
@@ -597,6 +616,21 @@ deserialize_via_from_str! {
 }
 
 struct TimeoutMs(u64);
+
+/// `host-routes-min-prefix`: 1 to 32 (a /0 route is refused whatever it says).
+struct MinPrefix(u8);
+
+impl<'de> Deserialize<'de> for MinPrefix {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = i64::deserialize(d)?;
+        match u8::try_from(v) {
+            Ok(p) if (1..=32).contains(&p) => Ok(MinPrefix(p)),
+            _ => Err(de::Error::custom(format!(
+                "{v} is out of range (a prefix length from 1 to 32)"
+            ))),
+        }
+    }
+}
 
 impl<'de> Deserialize<'de> for TimeoutMs {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {

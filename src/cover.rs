@@ -69,10 +69,10 @@ fn union_covers(nets: &[IpNet], half: &IpNet) -> bool {
 }
 
 /// Every reason `routes` are too wide for the host's table; empty when they are fine.
-pub fn too_wide(routes: &[IpNet]) -> Vec<TooWide> {
+pub fn too_wide(routes: &[IpNet], min_prefix: u8) -> Vec<TooWide> {
     let mut out: Vec<TooWide> = routes
         .iter()
-        .filter(|r| r.prefix() < MIN_PREFIX)
+        .filter(|r| r.prefix() < min_prefix)
         .map(|r| TooWide::Prefix(*r))
         .collect();
     for v4 in [true, false] {
@@ -99,20 +99,26 @@ pub fn too_wide(routes: &[IpNet]) -> Vec<TooWide> {
 mod tests {
     use super::*;
 
+    fn too_wide_default(routes: &[IpNet]) -> Vec<TooWide> {
+        too_wide(routes, MIN_PREFIX)
+    }
+
     fn nets(v: &[&str]) -> Vec<IpNet> {
         v.iter().map(|s| s.parse().unwrap()).collect()
     }
 
     #[test]
     fn ordinary_vpn_routes_pass() {
-        assert!(too_wide(&nets(&["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"])).is_empty());
-        assert!(too_wide(&nets(&["fd00::/8", "2001:db8::/32"])).is_empty());
-        assert!(too_wide(&[]).is_empty());
+        assert!(
+            too_wide_default(&nets(&["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"])).is_empty()
+        );
+        assert!(too_wide_default(&nets(&["fd00::/8", "2001:db8::/32"])).is_empty());
+        assert!(too_wide_default(&[]).is_empty());
     }
 
     #[test]
     fn four_quarters_are_refused() {
-        let r = too_wide(&nets(&[
+        let r = too_wide_default(&nets(&[
             "0.0.0.0/2",
             "64.0.0.0/2",
             "128.0.0.0/2",
@@ -131,26 +137,36 @@ mod tests {
     }
 
     #[test]
+    fn the_minimum_prefix_is_configurable() {
+        let r = nets(&["10.0.0.0/8", "10.1.0.0/16"]);
+        assert!(too_wide(&r, 8).is_empty());
+        assert_eq!(too_wide(&r, 12).len(), 1, "the /8 is shorter than /12");
+        assert_eq!(too_wide(&r, 24).len(), 2);
+        // The /1 union rule holds whatever the prefix says.
+        assert_eq!(too_wide(&nets(&["0.0.0.0/2", "64.0.0.0/2"]), 1).len(), 1);
+    }
+
+    #[test]
     fn short_prefixes_are_refused() {
         assert_eq!(
-            too_wide(&nets(&["10.0.0.0/7"])),
+            too_wide_default(&nets(&["10.0.0.0/7"])),
             vec![TooWide::Prefix("10.0.0.0/7".parse().unwrap())]
         );
-        assert_eq!(too_wide(&nets(&["2000::/4"])).len(), 1);
+        assert_eq!(too_wide_default(&nets(&["2000::/4"])).len(), 1);
     }
 
     #[test]
     fn a_union_of_slash_8s_covering_half_is_refused() {
         let all: Vec<String> = (0..128).map(|i| format!("{i}.0.0.0/8")).collect();
         let refs: Vec<&str> = all.iter().map(String::as_str).collect();
-        let r = too_wide(&nets(&refs));
+        let r = too_wide_default(&nets(&refs));
         let TooWide::Union { half, parts } = &r[0] else {
             panic!("{r:?}")
         };
         assert_eq!(half.to_string(), "0.0.0.0/1");
         assert_eq!(parts.len(), 128);
         // One /8 missing: not the whole half.
-        assert!(too_wide(&nets(&refs[1..])).is_empty());
+        assert!(too_wide_default(&nets(&refs[1..])).is_empty());
         // Split and overlapping pieces count too.
         let mut split = nets(&refs[2..]);
         split.extend(nets(&[
@@ -159,6 +175,6 @@ mod tests {
             "1.0.0.0/8",
             "1.2.0.0/16",
         ]));
-        assert_eq!(too_wide(&split).len(), 1);
+        assert_eq!(too_wide_default(&split).len(), 1);
     }
 }

@@ -8,9 +8,9 @@
 #[cfg(feature = "fault-injection")]
 pub fn point(name: &str) {
     if std::env::var("VPN_NS_FAULT").as_deref() == Ok(name) {
-        use nix::sys::signal::{Signal, kill};
-        let _ = kill(nix::unistd::getpid(), Signal::SIGKILL);
-        // SIGKILL to ourselves is delivered before kill() returns; never go on regardless.
+        // raise(3), not kill(getpid()): nothing in vpn-ns signals by pid number.
+        let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
+        // SIGKILL to ourselves is delivered before raise() returns; never go on regardless.
         loop {
             std::thread::park();
         }

@@ -132,6 +132,8 @@ pub fn spawn(conn: &Connection) -> Result<ProcId, KeeperError> {
             Ok(())
         });
     }
+    // Until it has read its record, a stop request must end the keeper at once.
+    crate::procs::unblock_signals_in_child(&mut cmd);
     let child = cmd.spawn().map_err(spawn_err)?;
     let pid = child.id();
     // Not waited for: the keeper outlives this command. Its identity is read before it
@@ -143,7 +145,8 @@ pub fn spawn(conn: &Connection) -> Result<ProcId, KeeperError> {
 }
 
 /// Ends the keeper recorded in `st`, unless that keeper is the calling process (it is
-/// taking the connection down itself). Called by every down.
+/// taking the connection down itself, and its log, saying why, stays). Called by every
+/// down: an orderly down leaves no keeper file behind.
 pub fn stop(st: &State) {
     let Some(k) = st.keeper else {
         return;
@@ -151,7 +154,7 @@ pub fn stop(st: &State) {
     if k == ProcId::current() {
         return;
     }
-    stop_id(&st.connection, k);
+    discard(&st.connection, k);
 }
 
 /// Ends keeper `k` of `conn` (if it still runs) and removes its control socket.
@@ -170,6 +173,17 @@ pub fn stop_id(conn: &str, k: ProcId) {
         && e.kind() != io::ErrorKind::NotFound
     {
         tracing::warn!("cannot remove {}: {e}", sock.display());
+    }
+}
+
+/// Ends keeper `k` and removes its socket and log (a rolled-back up, an orderly down).
+pub fn discard(conn: &str, k: ProcId) {
+    stop_id(conn, k);
+    let log = log_path(conn);
+    if let Err(e) = std::fs::remove_file(&log)
+        && e.kind() != io::ErrorKind::NotFound
+    {
+        tracing::warn!("cannot remove {}: {e}", log.display());
     }
 }
 

@@ -19,6 +19,7 @@ pub mod openvpn;
 pub mod owned;
 pub mod plain;
 pub mod procs;
+pub mod publish;
 pub mod spec;
 pub mod state;
 pub mod unpriv;

@@ -13,6 +13,7 @@ use crate::keeper::{self, KeeperError};
 use crate::netlink::{Link, Netlink, NetlinkError};
 use crate::netns::{self, NetnsError};
 use crate::procs::ProcId;
+use crate::publish::PublishError;
 use crate::spec::{DnsSpec, IpNet, NetnsName, NetworkSpec, Route};
 use crate::state::{self, Origin, State, StateError};
 
@@ -75,6 +76,8 @@ pub enum LifecycleError {
     State(#[from] StateError),
     #[error(transparent)]
     Keeper(#[from] KeeperError),
+    #[error(transparent)]
+    Publish(#[from] PublishError),
     #[error(
         "connection {conn} is recorded with namespace \"{recorded}\", which vpn-ns created and which still exists, not \"{ns}\" (netns-name changed?): run `vpn-ns down {conn}` first"
     )]
@@ -184,17 +187,7 @@ pub async fn up(
     up_with(conn, spec, origin, vpn, None).await
 }
 
-/// `up`, with the device made in place by `make` instead of waited for and moved.
-pub async fn up_in_place(
-    conn: &Connection,
-    spec: &NetworkSpec,
-    origin: Origin,
-    make: MakeDevice<'_>,
-) -> Result<UpReport, LifecycleError> {
-    up_with(conn, spec, origin, None, Some(make)).await
-}
-
-async fn up_with(
+pub(super) async fn up_with(
     conn: &Connection,
     spec: &NetworkSpec,
     origin: Origin,
@@ -502,6 +495,17 @@ fn start_keeper(
     if let Some(k) = prior.and_then(|p| p.keeper) {
         keeper::stop_id(&conn.name, k);
     }
+    // After the prior keeper (which holds the listeners) has ended.
+    let ns = match st.isolated {
+        true => Some(
+            netns::open(&st.netns).map_err(|source| LifecycleError::OpenNetns {
+                ns: st.netns.clone(),
+                source,
+            })?,
+        ),
+        false => None,
+    };
+    crate::publish::preflight(conn, ns.as_ref())?;
     let k = keeper::spawn(conn)?;
     journal.keeper = Some(k);
     st.keeper = Some(k);
@@ -560,7 +564,7 @@ async fn apply(
 
 async fn rollback(conn: &Connection, host: &File, j: Journal) {
     if let Some(k) = j.keeper {
-        keeper::stop_id(&conn.name, k);
+        keeper::discard(&conn.name, k);
     }
     if let Some(name) = &j.wrote_state
         && let Err(e) = state::remove(name)
@@ -621,56 +625,9 @@ async fn rollback(conn: &Connection, host: &File, j: Journal) {
 
 mod born;
 mod down;
-pub use born::MakeDevice;
 use born::make_device;
+pub use born::{MakeDevice, up_in_place};
 pub use down::{DownReport, Handback, down, down_with};
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::spec::Address;
-
-    fn spec(v6: bool) -> NetworkSpec {
-        let mut addresses = vec![Address {
-            local: "100.64.0.2/24".parse().unwrap(),
-            peer: None,
-        }];
-        if v6 {
-            addresses.push(Address {
-                local: "fd00:64::1000/64".parse().unwrap(),
-                peer: None,
-            });
-        }
-        NetworkSpec {
-            device: "tun0".parse().unwrap(),
-            mtu: Some(1500),
-            addresses,
-            routes: vec![Route {
-                dest: "203.0.113.0/24".parse().unwrap(),
-                gateway: None,
-                metric: None,
-            }],
-            gateway_v4: Some("100.64.0.1".parse().unwrap()),
-            gateway_v6: None,
-            dns: DnsSpec::default(),
-        }
-    }
-
-    #[test]
-    fn default_routes_follow_address_families() {
-        let r = routes_for(&spec(false), true);
-        assert_eq!(r.len(), 2);
-        assert_eq!(r[1].dest.to_string(), "0.0.0.0/0");
-        assert_eq!(r[1].gateway, Some("100.64.0.1".parse().unwrap()));
-        let r6 = routes_for(&spec(true), true);
-        assert_eq!(r6.len(), 3);
-        assert_eq!(r6[2].dest.to_string(), "::/0");
-    }
-
-    #[test]
-    fn no_default_route_when_disabled() {
-        let r = routes_for(&spec(true), false);
-        assert_eq!(r.len(), 1);
-        assert!(r.iter().all(|r| !r.dest.is_default()));
-    }
-}
+mod tests;

@@ -40,16 +40,7 @@ pub fn dir_verdict(symlink: bool, dir: bool, uid: u32, mode: u32) -> Result<(), 
     if !dir {
         return Err("it is not a directory".into());
     }
-    if uid != 0 {
-        return Err(format!("it is owned by uid {uid}, not root"));
-    }
-    if mode & 0o022 != 0 {
-        return Err(format!(
-            "its mode {:04o} lets others write to it",
-            mode & 0o7777
-        ));
-    }
-    Ok(())
+    owner_verdict(uid, mode)
 }
 
 /// Why a file with these properties is not fit to bind or trust, if it is not.
@@ -57,6 +48,11 @@ pub fn file_verdict(regular: bool, uid: u32, mode: u32) -> Result<(), String> {
     if !regular {
         return Err("it is not a regular file".into());
     }
+    owner_verdict(uid, mode)
+}
+
+/// Root's, and writable by nobody else.
+fn owner_verdict(uid: u32, mode: u32) -> Result<(), String> {
     if uid != 0 {
         return Err(format!("it is owned by uid {uid}, not root"));
     }

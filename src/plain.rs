@@ -7,8 +7,9 @@
 //! fails. What down needs beyond the common state (host veth, transfer network, lease)
 //! is kept in `/run/vpn-ns/<conn>.plain`.
 
-mod dhcp;
+pub mod dhcp;
 mod forwarding;
+pub mod lease;
 mod links;
 mod nft;
 
@@ -47,6 +48,9 @@ pub struct Record {
     /// Macvlan with DHCP: the lease, and when it was obtained (Unix time).
     pub lease: Option<Lease>,
     pub lease_obtained: Option<u64>,
+    /// The keeper removed the address when the lease ran out or the server refused it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub lease_expired: bool,
 }
 
 fn record_path(conn: &str) -> PathBuf {
@@ -64,7 +68,7 @@ pub fn load_record(conn: &str) -> anyhow::Result<Option<Record>> {
     }
 }
 
-fn save_record(conn: &str, r: &Record) -> anyhow::Result<()> {
+pub(crate) fn save_record(conn: &str, r: &Record) -> anyhow::Result<()> {
     let p = record_path(conn);
     let body = serde_json::to_vec_pretty(r).expect("record serializes");
     state::ensure_dir()?;
@@ -270,6 +274,7 @@ async fn up_journaled(conn: &Connection, j: &mut Journal) -> anyhow::Result<UpRe
         forwarding: false,
         lease: None,
         lease_obtained: None,
+        lease_expired: false,
     };
 
     let create = !netns::exists(ns);
@@ -439,6 +444,8 @@ async fn up_journaled(conn: &Connection, j: &mut Journal) -> anyhow::Result<UpRe
     if let Some(k) = prior.as_ref().and_then(|p| p.keeper) {
         crate::keeper::stop_id(&conn.name, k);
     }
+    let ns_file = netns::open(ns).with_context(|| format!("cannot open namespace \"{ns}\""))?;
+    crate::publish::preflight(conn, Some(&ns_file))?;
     let k = crate::keeper::spawn(conn)?;
     j.keeper = Some(k);
     st.keeper = Some(k);
@@ -503,7 +510,7 @@ fn run_dhcp(ns_file: &File, dev: &str, mac: [u8; 6], conn: &str) -> anyhow::Resu
 async fn rollback(conn: &Connection, j: Journal) {
     let log = |what: &str, e: anyhow::Error| tracing::error!("rollback: {what}: {e:#}");
     if let Some(k) = j.keeper {
-        crate::keeper::stop_id(&conn.name, k);
+        crate::keeper::discard(&conn.name, k);
     }
     if j.created_etc
         && let Err(e) = dns::remove(&conn.netns)
@@ -593,6 +600,9 @@ pub async fn down(conn: &Connection) -> anyhow::Result<DownReport> {
         && let Some(dev) = &st.device
     {
         let f = netns::open(&ns).with_context(|| format!("cannot open namespace \"{ns}\""))?;
+        if let Some(r) = &rec {
+            lease::release(&conn.name, r, &f, dev);
+        }
         let nl = Netlink::connect(Some(&f))?;
         // Routed: gone with its host end already; macvlan: ours to delete.
         links::delete_link(&nl, dev).await?;

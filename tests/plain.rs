@@ -5,8 +5,6 @@
 
 use vpn_ns_testkit as common;
 
-use std::process::Output;
-
 use common::*;
 
 /// The LAN: `lan0` in the sandbox host namespace, its peer in namespace `lanhost`.
@@ -33,13 +31,6 @@ struct Wan {
 }
 /// Every test server answers with the address it sees the client come from.
 const PEER_PORT: u16 = 8080;
-
-fn vpn_ns(sb: &Sandbox, args: &[&str]) -> Output {
-    let mut c = sb.vpn_ns();
-    c.arg("--config-dir").arg(sb.config_dir()).args(args);
-    c.output()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", describe(&c)))
-}
 
 fn must_vpn_ns(sb: &Sandbox, args: &[&str]) -> String {
     let out = vpn_ns(sb, args);

@@ -10,35 +10,16 @@
 use vpn_ns_testkit as common;
 
 use std::path::Path;
-use std::process::{Output, Stdio};
 use std::time::Duration;
 
-use common::reliability::{FakeTun, Prober, assert_owners_known, state_text};
+use common::reliability::{FakeTun, Prober, assert_owners_known, kill_keeper, state_text};
 use common::wireguard::*;
 use common::*;
 
 const PROBE: Duration = Duration::from_secs(15);
 
-fn vpn_ns(sb: &Sandbox, args: &[&str]) -> Output {
-    sb.vpn_ns()
-        .arg("--config-dir")
-        .arg(sb.config_dir())
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run vpn-ns")
-}
-
-fn assert_success(what: &str, out: &Output) {
-    assert!(
-        out.status.success(),
-        "{what} failed ({}): {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// Connects `conn`, SIGKILLs its OpenVPN, and checks the stale record it leaves.
+/// Connects `conn`, SIGKILLs its keeper (so nothing watches it: tests/keeper.rs covers
+/// the keeper's own reaction) and then its OpenVPN, and checks the stale record left.
 fn connect_and_kill(sb: &Sandbox, conn: &str) -> u64 {
     let mut client = sb.start_client(conn, &ClientOptions::default());
     expect_ok(client.wait_connected(CONNECT));
@@ -50,6 +31,7 @@ fn connect_and_kill(sb: &Sandbox, conn: &str) -> u64 {
         "the state must record OpenVPN's pid {pid}: {st}"
     );
     let ino = sb.netns_inode(conn).expect("namespace");
+    kill_keeper(sb, conn);
 
     assert!(client.proc.signal(sys::SIGKILL), "cannot SIGKILL openvpn");
     assert!(

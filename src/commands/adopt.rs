@@ -31,13 +31,17 @@ pub fn run(g: &GlobalArgs, name: &str, device: &str) -> anyhow::Result<ExitCode>
                 conn.netns
             )
         }
-        Adopted::Moved(report) => tracing::info!(
-            "{name}: {dev} adopted into namespace {}: {} address(es), {} route(s), {} DNS server(s)",
-            conn.netns,
-            report.addresses,
-            report.routes,
-            report.dns_servers
-        ),
+        Adopted::Moved(report) => {
+            tracing::info!(
+                "{name}: {dev} adopted into namespace {}: {} address(es), {} route(s), {} DNS server(s)",
+                conn.netns,
+                report.addresses,
+                report.routes,
+                report.dns_servers
+            );
+            // The keeper opens the relays once it has the lock, which adopt_device released.
+            super::publish::wait_listening(&conn);
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

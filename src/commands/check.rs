@@ -54,6 +54,20 @@ pub fn run(g: &GlobalArgs, only: Option<&str>) -> anyhow::Result<ExitCode> {
             add(&c.name, p);
         }
     }
+    // Deliberate choices the user may have made: reported, but not failures.
+    let warnings: Vec<Finding> = conns
+        .iter()
+        .flat_map(|c| {
+            c.forwards
+                .iter()
+                .flat_map(|r| [r.exposure_warning(), r.bypass_warning()])
+                .flatten()
+                .map(|message| Finding {
+                    subject: c.name.clone(),
+                    message,
+                })
+        })
+        .collect();
 
     if g.json {
         let v: Vec<serde_json::Value> = findings
@@ -64,11 +78,18 @@ pub fn run(g: &GlobalArgs, only: Option<&str>) -> anyhow::Result<ExitCode> {
             "ok": findings.is_empty(),
             "connections": conns.iter().map(|c| c.name.clone()).collect::<Vec<_>>(),
             "problems": v,
+            "warnings": warnings
+                .iter()
+                .map(|f| serde_json::json!({"subject": f.subject, "warning": f.message}))
+                .collect::<Vec<_>>(),
         });
         println!("{out}");
     } else {
         for f in &findings {
             println!("{}: {}", f.subject, f.message);
+        }
+        for w in &warnings {
+            println!("{}: warning: {}", w.subject, w.message);
         }
         if findings.is_empty() {
             println!(

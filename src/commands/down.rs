@@ -71,7 +71,7 @@ pub fn run(g: &GlobalArgs, name: &str, purge: bool, kill: bool) -> anyhow::Resul
         | ConnectionType::Macvlan
         | ConnectionType::Routed => {}
     }
-    finish_down(&conn)?;
+    finish_down(&conn, &st)?;
     if purge {
         purge_namespace(&conn, kill)?;
     }
@@ -118,10 +118,15 @@ fn stop_vpn_process(conn: &Connection, st: &State, program: &str) -> anyhow::Res
 }
 
 /// Whatever the VPN's own down hook did not do (or all of it, for adopted devices).
-fn finish_down(conn: &Connection) -> anyhow::Result<()> {
+/// `before`: the record before the VPN was stopped, so the message says the same
+/// whether the hook or this call removed the namespace.
+fn finish_down(conn: &Connection, before: &State) -> anyhow::Result<()> {
     let _lock = state::lock(&conn.name)?;
     let Some(st) = state::load(&conn.name)? else {
-        tracing::info!("{}: down", conn.name);
+        match before.isolated && before.netns_created && !netns::exists(&before.netns) {
+            true => tracing::info!("{}: down, namespace {} removed", conn.name, before.netns),
+            false => tracing::info!("{}: down", conn.name),
+        }
         return Ok(());
     };
     // An intent record (up died half way) is not a kept namespace: lifecycle::down

@@ -37,7 +37,7 @@ pub fn openvpn(g: &GlobalArgs, conn_name: &str) -> anyhow::Result<ExitCode> {
                 .as_ref()
                 .context("OpenVPN gave no network configuration")?;
             if !conn.netns_isolate {
-                refuse_wide_routes(conn_name, &env, spec)?;
+                refuse_wide_routes(conn_name, conn.host_routes_min_prefix, &env, spec)?;
             }
             let _lock = state::lock(&conn.name)?;
             // OpenVPN, known by pid and start time: the keeper watches it by pidfd.
@@ -81,11 +81,12 @@ pub fn openvpn(g: &GlobalArgs, conn_name: &str) -> anyhow::Result<ExitCode> {
 /// would take over the host's routing is refused, naming the variables that pushed it.
 fn refuse_wide_routes(
     conn_name: &str,
+    min_prefix: u8,
     env: &BTreeMap<String, String>,
     spec: &crate::spec::NetworkSpec,
 ) -> anyhow::Result<()> {
     let dests: Vec<IpNet> = spec.routes.iter().map(|r| r.dest).collect();
-    let wide = cover::too_wide(&dests);
+    let wide = cover::too_wide(&dests, min_prefix);
     if wide.is_empty() {
         return Ok(());
     }
@@ -95,7 +96,7 @@ fn refuse_wide_routes(
             TooWide::Prefix(n) => format!(
                 "{} ({n}) is shorter than /{}",
                 route_var(env, n),
-                cover::MIN_PREFIX
+                min_prefix
             ),
             TooWide::Union { half, parts } => {
                 let vars: Vec<String> = parts.iter().map(|p| route_var(env, p)).collect();

@@ -7,15 +7,24 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 
 use crate::cli::GlobalArgs;
-use crate::commands::{config_dir, runtime};
+use crate::commands::{UsageError, config_dir, runtime};
 use crate::config::{self, Connection};
+use crate::spec::NetnsName;
 use crate::state::{self, Origin};
 use crate::{keeper, lifecycle, plain};
 
 pub fn run(g: &GlobalArgs, name: &str) -> anyhow::Result<ExitCode> {
-    let conn = config::load(&config_dir(g)?, name)?;
+    let dir = config_dir(g)?;
+    if name.parse::<NetnsName>().is_err() {
+        return Err(UsageError(format!("connection name {name:?} is not valid")).into());
+    }
+    // The lock first: the up that started us holds it until its record is saved, and
+    // waiting here, before the configuration is read, keeps this process off the CPU
+    // while that up finishes (its time is what users wait for).
+    let lock = state::lock(name)?;
+    let conn = config::load(&dir, name)?;
     let take = |c: &Connection| take_down(c).map_err(|e| format!("{e:#}"));
-    keeper::run(&conn, &take)?;
+    keeper::run(&conn, lock, &take)?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -9,6 +9,7 @@ mod keeper;
 mod nm;
 mod plain;
 mod probe;
+mod publish;
 mod status;
 mod status_view;
 mod up;
@@ -62,6 +63,16 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Verify { conn } => verify::verify(&cli.global, conn),
         Command::WgBuiltin { netns, iface } => wg_inplace::serve(netns.as_deref(), iface),
         Command::Keeper { conn } => keeper::run(&cli.global, conn),
+        Command::Publish {
+            conn,
+            specs,
+            host_access,
+        } => publish::publish(&cli.global, conn, specs, *host_access),
+        Command::Unpublish {
+            conn,
+            specs,
+            host_access,
+        } => publish::unpublish(&cli.global, conn, specs, *host_access),
         Command::UserKeeper { .. } => Err(UsageError(
             "user-keeper runs a normal user's own connection; root uses `keeper`".to_owned(),
         )

@@ -18,6 +18,7 @@ use crate::cli::GlobalArgs;
 use crate::commands::{UsageError, config_dir};
 use crate::config::{self, ConfigError, Connection, ConnectionType};
 use crate::dns;
+use crate::keeper::KeeperError;
 use crate::keeper::control::{self, Reply, Request};
 use crate::netns;
 use crate::procs;
@@ -119,6 +120,8 @@ pub struct KeeperOut {
     /// DHCP: when the lease expires (RFC 3339), and whether it has.
     pub lease_expires: Option<String>,
     pub lease_expired: bool,
+    /// Ports it relays across the namespace boundary, with live connection counts.
+    pub published: Vec<crate::publish::RelayStatus>,
 }
 
 /// The recorded keeper, asked over its control socket when it runs.
@@ -132,17 +135,32 @@ fn keeper_of(s: &State) -> Option<KeeperOut> {
         watching: Vec::new(),
         lease_expires: None,
         lease_expired: false,
+        published: Vec::new(),
     };
-    if running {
+    // Only root can connect to the socket; a keeper just started by up may not have
+    // bound it yet (up does not wait for it): then the record says what it can.
+    if running && nix::unistd::geteuid().is_root() {
         match control::query(&s.connection, &Request::Status, KEEPER_TIMEOUT) {
             Ok(Reply::Status(st)) => {
                 out.watching = st.watching;
                 out.lease_expires = st.lease_expires.map(rfc3339);
                 out.lease_expired = st.lease_expired;
+                out.published = st.published;
             }
             Ok(Reply::Error { message }) => tracing::warn!("{}: keeper: {message}", s.connection),
+            Ok(other) => tracing::warn!("{}: keeper: unexpected reply {other:?}", s.connection),
+            Err(KeeperError::Query { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => tracing::warn!("{e}"),
         }
+    }
+    if out.lease_expires.is_none()
+        && let Some(rec) = crate::plain::load_record(&s.connection).ok().flatten()
+        && let (Some(lease), Some(obtained)) = (&rec.lease, rec.lease_obtained)
+        && let Some((_, _, l)) = lease.times()
+    {
+        out.lease_expires = Some(rfc3339(obtained + l));
+        out.lease_expired = rec.lease_expired;
     }
     Some(out)
 }

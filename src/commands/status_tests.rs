@@ -1,6 +1,7 @@
 use super::*;
 use crate::commands::probe::{command_line, effective_uid};
 use crate::commands::status_view::{ago, bytes, render_list, render_status};
+use crate::publish::Direction;
 use crate::state::Origin;
 
 fn state(up: bool) -> State {
@@ -177,12 +178,130 @@ fn conn(name: &str, st: StateKind) -> ConnStatus {
         up_since: Some(rfc3339(1000)),
         since: Some(1000),
         wireguard_peers: None,
-        keeper: None,
-        vpn_gone: None,
         vpn_pid: Some(4242),
         persistent: false,
         isolated: true,
+        keeper: None,
+        vpn_gone: None,
     }
+}
+
+#[test]
+fn published_relays_are_listed_with_counts() {
+    use crate::publish::{RelayStatus, rule::parse_spec};
+    let relay = |spec: &str, d, active, error: Option<&str>| RelayStatus {
+        rule: parse_spec(spec, d).unwrap(),
+        active,
+        total: active + 3,
+        error: error.map(str::to_owned),
+    };
+    let mut c = conn("work", StateKind::Up);
+    c.keeper = Some(KeeperOut {
+        pid: 99,
+        running: true,
+        rss_kib: Some(2100),
+        watching: vec![],
+        lease_expires: None,
+        lease_expired: false,
+        published: vec![
+            relay("9091", Direction::Publish, 2, None),
+            relay("1143/udp", Direction::HostAccess, 1, None),
+            relay("8080", Direction::Publish, 0, Some("Address in use")),
+        ],
+    });
+    let r = Report {
+        connections: vec![c],
+    };
+    let s = render_status(&r, 1060);
+    for want in [
+        "  published  [[publish]] listen 127.0.0.1:9091/tcp -> target 127.0.0.1:9091 (2 open, 5 total)\n",
+        "             [[host-access]] listen 127.0.0.1:1143/udp -> target 127.0.0.1:1143 (1 open, 4 total)\n",
+        "[[publish]] listen 127.0.0.1:8080/tcp -> target 127.0.0.1:8080: NOT LISTENING: Address in use\n",
+    ] {
+        assert!(s.contains(want), "{want:?} in\n{s}");
+    }
+    let json = serde_json::to_value(&r).unwrap();
+    let p = &json["connections"][0]["keeper"]["published"];
+    assert_eq!(
+        p[0],
+        serde_json::json!({"direction": "publish", "proto": "tcp", "listen": "127.0.0.1:9091",
+                           "target": "127.0.0.1:9091", "active": 2, "total": 5})
+    );
+    assert_eq!(p[2]["error"], "Address in use");
+}
+
+#[test]
+fn keeper_rows_say_what_it_watches_or_that_nobody_does() {
+    let mut up = conn("work", StateKind::Up);
+    up.keeper = Some(KeeperOut {
+        pid: 99,
+        running: true,
+        rss_kib: Some(1800),
+        watching: vec![
+            "openvpn (pid 4242) by pidfd".into(),
+            "tun0 by netlink".into(),
+        ],
+        lease_expires: Some(rfc3339(2000)),
+        lease_expired: false,
+        published: vec![],
+    });
+    let s = render_status(
+        &Report {
+            connections: vec![up],
+        },
+        1060,
+    );
+    assert!(
+        s.contains(
+            "  keeper     pid 99, RSS 1800 KiB
+"
+        ),
+        "{s}"
+    );
+    assert!(
+        s.contains("  watching   openvpn (pid 4242) by pidfd\n             tun0 by netlink\n"),
+        "{s}"
+    );
+    assert!(
+        s.contains("  lease      expires 1970-01-01T00:33:20Z\n"),
+        "{s}"
+    );
+
+    let mut gone = conn("work", StateKind::Up);
+    gone.keeper = Some(KeeperOut {
+        pid: 99,
+        running: false,
+        rss_kib: None,
+        watching: vec![],
+        lease_expires: Some(rfc3339(2000)),
+        lease_expired: true,
+        published: vec![],
+    });
+    let s = render_status(
+        &Report {
+            connections: vec![gone],
+        },
+        1060,
+    );
+    assert!(
+        s.contains("keeper     none: UNATTENDED (keeper pid 99 is gone"),
+        "{s}"
+    );
+    assert!(s.contains("`vpn-ns up work` starts a new keeper"), "{s}");
+    assert!(s.contains("(EXPIRED: address removed)"), "{s}");
+
+    let mut kept = conn("work", StateKind::Kept);
+    kept.vpn_gone = Some("the VPN process openvpn (pid 4242) exited".into());
+    let s = render_status(
+        &Report {
+            connections: vec![kept],
+        },
+        1060,
+    );
+    assert!(
+        s.contains("  vpn gone   the VPN process openvpn (pid 4242) exited\n"),
+        "{s}"
+    );
 }
 
 #[test]

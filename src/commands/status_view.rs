@@ -116,6 +116,13 @@ fn block(c: &ConnStatus, now: u64) -> String {
                 ),
             );
         }
+        for (i, p) in k.published.iter().enumerate() {
+            let what = match &p.error {
+                Some(e) => format!("{}: NOT LISTENING: {e}", p.rule),
+                None => format!("{} ({} open, {} total)", p.rule, p.active, p.total),
+            };
+            row(if i == 0 { "published" } else { "" }, what);
+        }
         if let Some(t) = &k.lease_expires {
             let state = if k.lease_expired {
                 " (EXPIRED: address removed)"

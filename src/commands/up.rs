@@ -32,7 +32,7 @@ const STOP_GRACE: Duration = Duration::from_secs(15);
 pub fn run(g: &GlobalArgs, name: &str, foreground: bool) -> anyhow::Result<ExitCode> {
     let dir = config_dir(g)?;
     let conn = config::load(&dir, name)?;
-    match conn.kind {
+    let code = match conn.kind {
         ConnectionType::OpenVpn => openvpn(g, &conn, foreground),
         ConnectionType::WireGuard => super::wg::up(g, name, foreground),
         ConnectionType::Macvlan | ConnectionType::Routed => super::plain::up(&conn, foreground),
@@ -42,7 +42,13 @@ pub fn run(g: &GlobalArgs, name: &str, foreground: bool) -> anyhow::Result<ExitC
             conn.path.display()
         ))
         .into()),
+    }?;
+    // The keeper binds the relays just after up has released the connection: a script
+    // that runs `vpn-ns up CONN && curl ...` must find them listening.
+    if !foreground {
+        super::publish::wait_listening(&conn);
     }
+    Ok(code)
 }
 
 pub fn log_path(conn: &str) -> PathBuf {
@@ -151,7 +157,7 @@ fn foreground_signals() -> SigSet {
 
 fn openvpn(g: &GlobalArgs, conn: &Connection, foreground: bool) -> anyhow::Result<ExitCode> {
     // Blocked before anything starts, so a SIGTERM during start-up waits for the
-    // forwarding loop instead of being lost (children get a clean mask from spawn).
+    // forwarding loop instead of being lost (OpenVPN gets a clean mask at spawn).
     let signals = foreground.then(foreground_signals);
     if let Some(s) = &signals {
         s.thread_block().context("cannot block signals")?;
@@ -330,6 +336,26 @@ fn clean_dead(conn: &Connection) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// sigtimedwait: a signal of `set` (blocked) within `timeout`, or `None`.
+fn timed_wait(set: &SigSet, timeout: Duration) -> anyhow::Result<Option<Signal>> {
+    let ts = libc::timespec {
+        tv_sec: timeout.as_secs() as libc::time_t,
+        tv_nsec: libc::c_long::from(timeout.subsec_nanos() as i32),
+    };
+    loop {
+        // SAFETY: the set and timespec outlive the call; no siginfo is requested.
+        let r = unsafe { libc::sigtimedwait(set.as_ref(), std::ptr::null_mut(), &ts) };
+        if r >= 0 {
+            return Ok(Signal::try_from(r).ok());
+        }
+        match std::io::Error::last_os_error().raw_os_error() {
+            Some(libc::EAGAIN) => return Ok(None),
+            Some(libc::EINTR) => continue,
+            _ => return Err(std::io::Error::last_os_error()).context("cannot wait for signals"),
+        }
+    }
+}
+
 fn show_tail(log: &Path) {
     let text = std::fs::read_to_string(log).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
@@ -361,6 +387,7 @@ fn run_foreground(
     mut cmd: Command,
     signals: SigSet,
 ) -> anyhow::Result<ExitCode> {
+    procs::unblock_signals_in_child(&mut cmd);
     // Its own process group: a terminal's Ctrl-C reaches OpenVPN once, through us.
     let mut child = cmd
         .stdin(Stdio::null())
@@ -373,13 +400,33 @@ fn run_foreground(
         "{}: openvpn running in the foreground, pid {pid}",
         conn.name
     );
+    // A stop passed on is repeated every second until OpenVPN is gone (one that has only
+    // just started may not act on it yet), and after STOP_GRACE becomes SIGKILL.
+    let mut stopping: Option<(Signal, Instant)> = None;
     let status = loop {
-        let sig = signals.wait().context("cannot wait for signals")?;
-        if sig == Signal::SIGCHLD {
-            if let Some(status) = child.try_wait().context("cannot wait for openvpn")? {
-                break status;
+        if let Some(status) = child.try_wait().context("cannot wait for openvpn")? {
+            break status;
+        }
+        let sig = match stopping {
+            None => Some(signals.wait().context("cannot wait for signals")?),
+            Some(_) => timed_wait(&signals, Duration::from_secs(1))?,
+        };
+        let (sig, first) = match (sig, stopping) {
+            (Some(Signal::SIGCHLD), _) => continue,
+            (Some(s), _) => (s, true),
+            (None, Some((s, since))) if since.elapsed() >= STOP_GRACE => {
+                tracing::warn!(
+                    "{}: openvpn ignored {s} for {} s; killing it",
+                    conn.name,
+                    STOP_GRACE.as_secs()
+                );
+                (Signal::SIGKILL, false)
             }
-            continue;
+            (None, Some((s, _))) => (s, false),
+            (None, None) => continue,
+        };
+        if first && matches!(sig, Signal::SIGTERM | Signal::SIGINT) && stopping.is_none() {
+            stopping = Some((sig, Instant::now()));
         }
         pidfd
             .signal(sig as i32)

@@ -62,6 +62,9 @@ pub fn verify(g: &GlobalArgs, conn: &str) -> anyhow::Result<ExitCode> {
             .find(|c| c.name == crate::verify::STATE && c.ok)
     {
         c.detail = format!("{}; {note}", c.detail);
+        if let Some(exp) = lease_expiry(conn) {
+            c.detail = format!("{}; {exp}", c.detail);
+        }
     }
     let failed: Vec<&str> = checks.iter().filter(|c| !c.ok).map(|c| c.name).collect();
     if g.json {
@@ -121,6 +124,19 @@ fn gather(conn: &str) -> anyhow::Result<Snapshot> {
     Ok(Snapshot {
         recorded: Some(recorded),
         live,
+    })
+}
+
+/// "DHCP lease expires ..." for a macvlan connection with a finite lease (the keeper
+/// records each renewal).
+fn lease_expiry(conn: &str) -> Option<String> {
+    let rec = crate::plain::load_record(conn).ok()??;
+    let lease = rec.lease.as_ref()?;
+    let (_, _, l) = lease.times()?;
+    let at = super::status::rfc3339(rec.lease_obtained? + l);
+    Some(match rec.lease_expired {
+        true => format!("DHCP lease EXPIRED at {at}: address removed"),
+        false => format!("DHCP lease expires {at}"),
     })
 }
 

@@ -73,26 +73,22 @@ pub fn up(g: &GlobalArgs, conn_name: &str, foreground: bool) -> anyhow::Result<E
     for w in wireguard::native_warnings(&cfg) {
         tracing::warn!("{w}");
     }
-    // Blocked before anything starts, so a SIGTERM during up is acted on once up is done
-    // (children get a clean mask from std's spawn).
-    let signals = if foreground {
-        let mut s = SigSet::empty();
-        for sig in [
-            Signal::SIGTERM,
-            Signal::SIGINT,
-            Signal::SIGHUP,
-            Signal::SIGCHLD,
-        ] {
-            s.add(sig);
-        }
-        s.thread_block().context("cannot block signals")?;
-        Some(s)
-    } else {
-        None
-    };
+    // Blocked before anything starts, so a SIGTERM or Ctrl-C during up is acted on once
+    // up is done (a rollback-free death would leave wireguard-go behind); children get a
+    // clean mask (`procs::unblock_signals_in_child`).
+    let mut s = SigSet::empty();
+    for sig in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
+        s.add(sig);
+    }
+    if foreground {
+        s.add(Signal::SIGCHLD);
+    }
+    s.thread_block().context("cannot block signals")?;
+    let signals = foreground.then_some(s);
 
     let rt = runtime()?;
     let lock = state::lock(&conn.name)?;
+    device::stop_leftover(&conn.name, STOP_TIMEOUT);
     // The userspace program died since the last up (crash, kill): the tunnel is gone, so
     // clean up what is left and start afresh.
     if let Some(st) = state::load(&conn.name)?
@@ -119,6 +115,8 @@ pub fn up(g: &GlobalArgs, conn_name: &str, foreground: bool) -> anyhow::Result<E
             ))
             .into());
         }
+        // restore takes the lock itself (a second flock of ours would wait forever).
+        drop(lock);
         crate::keeper::restore(&conn).with_context(|| format!("connection {conn_name}"))?;
         tracing::info!("{conn_name}: already up ({dev} in namespace {})", st.netns);
         return Ok(ExitCode::SUCCESS);
@@ -129,6 +127,12 @@ pub fn up(g: &GlobalArgs, conn_name: &str, foreground: bool) -> anyhow::Result<E
         .block_on(native_up(&conn, &section, &cfg, &iface, &endpoints))
         .with_context(|| format!("connection {conn_name}: up failed, changes rolled back"))?;
     report.log(conn_name);
+    if !foreground && let Some(sig) = pending_stop() {
+        tracing::warn!("{conn_name}: {sig} during up: taking the connection down again");
+        rt.block_on(native_down(&conn))
+            .with_context(|| format!("connection {conn_name}: down after {sig} failed"))?;
+        return Ok(ExitCode::from(128 + sig as u8));
+    }
     drop(lock);
 
     let Some(signals) = signals else {
@@ -161,6 +165,21 @@ pub fn up(g: &GlobalArgs, conn_name: &str, foreground: bool) -> anyhow::Result<E
     }
     r.with_context(|| format!("connection {conn_name}: down failed"))?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// A stop signal that arrived (blocked) while up ran.
+fn pending_stop() -> Option<Signal> {
+    let mut set = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
+    // SAFETY: sigpending fills the set it is given.
+    if unsafe { libc::sigpending(set.as_mut_ptr()) } != 0 {
+        return None;
+    }
+    // SAFETY: initialised by sigpending above.
+    let set = unsafe { set.assume_init() };
+    [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP]
+        .into_iter()
+        // SAFETY: sigismember reads the initialised set.
+        .find(|s| unsafe { libc::sigismember(&set, *s as i32) } == 1)
 }
 
 fn origin_name(o: Origin) -> &'static str {
@@ -216,7 +235,8 @@ async fn native_up(
         // Kernel and built-in devices are born in the namespace: no move.
         return super::wg_inplace::up(&c, section.backend, cfg, iface, endpoints, &spec).await;
     }
-    let made = start_wireguard_go(conn, section, iface)?;
+    let made = start_wireguard_go(conn, section, iface)
+        .inspect_err(|_| device::clear_starting(&conn.name))?;
     let pid = match &made {
         Made::Userspace(c) => crate::procs::ProcId::of(c.id()),
         Made::Kernel => None,
@@ -229,9 +249,13 @@ async fn native_up(
     }
     .await;
     match res {
-        Ok(report) => Ok((report, made)),
+        Ok(report) => {
+            device::clear_starting(&conn.name);
+            Ok((report, made))
+        }
         Err(e) => {
             destroy(made, iface.as_str(), None).await;
+            device::clear_starting(&conn.name);
             Err(e)
         }
     }
@@ -250,6 +274,7 @@ fn start_wireguard_go(
         iface.as_str(),
         &device::log_path(&conn.name),
         conn.netns_timeout,
+        &conn.name,
     )?;
     tracing::debug!(
         "{} (pid {}) serves {iface} at {}",
@@ -305,6 +330,7 @@ pub fn down(g: &GlobalArgs, conn_name: &str) -> anyhow::Result<ExitCode> {
 /// deleted after the lifecycle hands it back), then the namespace and state go.
 pub(crate) async fn native_down(conn: &Connection) -> anyhow::Result<()> {
     let name = &conn.name;
+    device::stop_leftover(name, STOP_TIMEOUT);
     let Some(st) = state::load(name)? else {
         tracing::info!("{name}: was not up, nothing to do");
         return Ok(());

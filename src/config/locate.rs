@@ -90,8 +90,18 @@ fn index_keys(table: &DeTable<'_>, prefix: &str, depth: usize, out: &mut Vec<Key
             "" => k.get_ref().to_string(),
             _ => format!("{prefix}.{}", k.get_ref()),
         };
-        if let DeValue::Table(t) = v.get_ref() {
-            index_keys(t, &path, depth + 1, out);
+        match v.get_ref() {
+            DeValue::Table(t) => index_keys(t, &path, depth + 1, out),
+            // `[[publish]]` entries: their keys are named "publish.listen"; the line
+            // tells which entry.
+            DeValue::Array(items) => {
+                for item in items.iter() {
+                    if let DeValue::Table(t) = item.get_ref() {
+                        index_keys(t, &path, depth + 1, out);
+                    }
+                }
+            }
+            _ => {}
         }
         out.push(KeyEntry {
             path,

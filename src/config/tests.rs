@@ -653,3 +653,24 @@ fn plain_config_examples_parse() {
         assert_eq!(c.kind, kind);
     }
 }
+
+#[test]
+fn host_routes_min_prefix_range() {
+    assert_eq!(
+        parse_work("type = \"device\"")
+            .unwrap()
+            .host_routes_min_prefix,
+        8
+    );
+    let c = parse_work("type = \"device\"\nhost-routes-min-prefix = 16").unwrap();
+    assert_eq!(c.host_routes_min_prefix, 16);
+    for bad in ["0", "33", "-1", "\"8\""] {
+        let e = parse_work(&format!(
+            "type = \"device\"\nhost-routes-min-prefix = {bad}"
+        ))
+        .err()
+        .unwrap_or_else(|| panic!("{bad} accepted"))
+        .to_string();
+        assert!(e.contains("host-routes-min-prefix"), "{bad}: {e}");
+    }
+}

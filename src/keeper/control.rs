@@ -11,6 +11,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::{KeeperError, socket_path};
+use crate::publish::{Direction, Endpoint, Proto, RelayStatus, Rule};
 
 /// Longest request or reply line accepted: the protocol carries small objects.
 pub const MAX_LINE: usize = 64 * 1024;
@@ -19,12 +20,24 @@ pub const MAX_LINE: usize = 64 * 1024;
 #[serde(tag = "op", rename_all = "kebab-case")]
 pub enum Request {
     Status,
+    /// `vpn-ns publish`: start relaying `rule` until unpublished or the keeper ends.
+    Publish {
+        rule: Rule,
+    },
+    /// `vpn-ns unpublish`: stop the relay listening on `listen` and close its connections.
+    Unpublish {
+        direction: Direction,
+        proto: Proto,
+        listen: Endpoint,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "result", rename_all = "kebab-case")]
 pub enum Reply {
     Status(KeeperStatus),
+    Published { rule: Rule },
+    Unpublished { rule: Rule },
     Error { message: String },
 }
 
@@ -39,6 +52,9 @@ pub struct KeeperStatus {
     pub lease_expires: Option<u64>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub lease_expired: bool,
+    /// The relays it runs (crate::publish), with live connection counts.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub published: Vec<RelayStatus>,
 }
 
 /// Parses one request line; an unknown or malformed request is an error reply.
@@ -91,6 +107,7 @@ mod tests {
             watching: vec!["openvpn pid 9 (pidfd)".into()],
             lease_expires: None,
             lease_expired: false,
+            published: Vec::new(),
         });
         let text = serde_json::to_string(&r).unwrap();
         assert_eq!(
@@ -102,7 +119,13 @@ mod tests {
 
     #[test]
     fn unknown_or_malformed_requests_get_an_error_reply() {
-        for bad in ["{\"op\":\"publish\"}", "status", "", "{\"op\":1}"] {
+        for bad in [
+            "{\"op\":\"publish\"}",
+            "{\"op\":\"frobnicate\"}",
+            "status",
+            "",
+            "{\"op\":1}",
+        ] {
             assert!(
                 matches!(parse_request(bad), Err(Reply::Error { .. })),
                 "{bad:?}"

@@ -7,20 +7,21 @@ use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixListener;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 
 use super::control::{self, KeeperStatus, Reply, Request};
-use super::dhcp::{self, Renewal};
+use super::dhcp::Renewal;
 use super::links::{LinkEvent, LinkWatch};
 use super::{KeeperError, socket_path};
 use crate::config::Connection;
 use crate::netns;
 use crate::procs::{self, PidFd, ProcId};
+use crate::publish::{Direction, Endpoint, Proto, Relays, Rule};
 use crate::state::{self, State};
-use crate::wait::{self, Wake};
+use crate::wait;
 
 /// How the keeper takes its connection down: the same steps as `vpn-ns down` for the
 /// connection's kind, without the lock (the keeper holds it). Supplied by the command
@@ -44,6 +45,9 @@ struct Keeper<'a> {
     ns: Option<File>,
     listener: UnixListener,
     dhcp: Option<Renewal>,
+    /// Ports published across the namespace boundary; dropped (every listener closed)
+    /// before the keeper takes the connection down.
+    relays: Option<Relays>,
 }
 
 /// Why the loop ended.
@@ -53,9 +57,14 @@ enum End {
 }
 
 /// Runs the keeper of `conn` until down ends it or it takes the connection down.
-pub fn run(conn: &Connection, take_down: TakeDown<'_>) -> Result<(), KeeperError> {
+/// `lock`: the connection's lock, taken by the caller (released once the watches are
+/// set up).
+pub fn run(
+    conn: &Connection,
+    lock: state::Lock,
+    take_down: TakeDown<'_>,
+) -> Result<(), KeeperError> {
     let me = ProcId::current();
-    let lock = state::lock(&conn.name)?;
     let Some(st) = state::load(&conn.name)?.filter(|s| s.keeper == Some(me) && s.up) else {
         tracing::info!(
             "{}: keeper pid {} is not the one the record names; exiting",
@@ -94,7 +103,8 @@ pub fn run(conn: &Connection, take_down: TakeDown<'_>) -> Result<(), KeeperError
         None => None,
     };
     let listener = listen(&conn.name)?;
-    let dhcp = dhcp::Renewal::load(conn, &st).map_err(watch_err("cannot load the DHCP lease"))?;
+    let dhcp = Renewal::load(conn, &st).map_err(watch_err("cannot load the DHCP lease"))?;
+    let relays = Some(Relays::start(conn, ns.as_ref()));
     let mut k = Keeper {
         conn,
         me,
@@ -104,21 +114,72 @@ pub fn run(conn: &Connection, take_down: TakeDown<'_>) -> Result<(), KeeperError
         ns,
         listener,
         dhcp,
+        relays,
     };
     for w in k.watching() {
         tracing::info!("{}: keeper pid {} watching {w}", conn.name, me.pid);
     }
     drop(lock);
+    trim_resident_code();
     let end = match gone {
         Some(why) => End::Down(why),
         None => k.event_loop()?,
     };
+    // No published port may outlive the VPN: a listener left open would accept
+    // connections with nowhere (or somewhere else) to go.
+    drop(k.relays.take());
     let r = match end {
         End::Stopped => Ok(()),
         End::Down(why) => k.take_down(&why, take_down),
     };
     let _ = fs::remove_file(socket_path(&conn.name));
     r
+}
+
+/// Start-up ran most of the program once (command line, configuration, logging set-up,
+/// the dynamic loader): that machine code and read-only data stay resident although
+/// the idle loop never uses them again. Their pages are dropped from this process's
+/// page tables; what the loop needs faults back in from the page cache on first use.
+/// Only read-only file mappings without a single private (copy-on-write) page: such a
+/// page is always identical to the file, so dropping it loses nothing (relocated
+/// read-only data, which was written once, has private pages and is left alone).
+fn trim_resident_code() {
+    let Ok(smaps) = fs::read_to_string("/proc/self/smaps") else {
+        return;
+    };
+    for (start, end) in clean_file_mappings(&smaps) {
+        // SAFETY: a whole read-only, file-backed mapping with no private pages:
+        // MADV_DONTNEED only unmaps pages that are read again from the file.
+        unsafe {
+            libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED);
+        }
+    }
+}
+
+/// (start, end) of every `r-xp`/`r--p` file mapping with `Anonymous: 0 kB` in a
+/// `/proc/PID/smaps` text.
+fn clean_file_mappings(smaps: &str) -> Vec<(usize, usize)> {
+    let mut out = Vec::new();
+    let mut current: Option<(usize, usize)> = None;
+    for l in smaps.lines() {
+        let mut f = l.split_ascii_whitespace();
+        let first = f.next().unwrap_or("");
+        if let Some((a, b)) = first.split_once('-')
+            && let (Ok(a), Ok(b)) = (usize::from_str_radix(a, 16), usize::from_str_radix(b, 16))
+        {
+            let perms = f.next().unwrap_or("");
+            let path = f.nth(3).unwrap_or("");
+            current = (matches!(perms, "r-xp" | "r--p") && path.starts_with('/')).then_some((a, b));
+            continue;
+        }
+        if first == "Anonymous:"
+            && let Some(range) = current.take()
+            && f.next() == Some("0")
+        {
+            out.push(range);
+        }
+    }
+    out
 }
 
 /// The VPN process's pidfd, or why it is already gone.
@@ -193,7 +254,6 @@ impl Keeper<'_> {
 
     fn event_loop(&mut self) -> Result<End, KeeperError> {
         loop {
-            let deadline = self.dhcp.as_ref().and_then(Renewal::deadline);
             let wake = {
                 let mut fds: Vec<BorrowedFd<'_>> =
                     vec![self.signals.as_fd(), self.listener.as_fd()];
@@ -205,11 +265,12 @@ impl Keeper<'_> {
                     fds.push(l.as_fd());
                     fds.len() - 1
                 });
-                let dhcp_at = self.dhcp.as_ref().and_then(Renewal::socket).map(|s| {
-                    fds.push(s);
-                    fds.len() - 1
-                });
-                let w = wait::until(&fds, deadline).map_err(|source| KeeperError::Watch {
+                let dhcp_from = fds.len();
+                if let Some(d) = &self.dhcp {
+                    fds.extend(d.fds());
+                }
+                let dhcp_at = dhcp_from..fds.len();
+                let w = wait::until(&fds, None).map_err(|source| KeeperError::Watch {
                     conn: self.conn.name.clone(),
                     what: "cannot wait".into(),
                     source,
@@ -238,12 +299,12 @@ impl Keeper<'_> {
             {
                 return Ok(End::Down(why));
             }
-            let dhcp_due = dhcp_at.is_some_and(|i| w.is(i)) || w == Wake::Deadline;
-            if dhcp_due && let Some(d) = &mut self.dhcp {
-                let now = Instant::now();
-                if let Some(why) = d.on_wake(self.conn, self.ns.as_ref(), now) {
-                    tracing::warn!("{}: {why}", self.conn.name);
-                }
+            let dhcp_due = dhcp_at.clone().any(|i| w.is(i));
+            if dhcp_due
+                && let Some(d) = &mut self.dhcp
+                && let Some(why) = d.on_wake(self.ns.as_ref())
+            {
+                tracing::warn!("{}: {why}", self.conn.name);
             }
         }
     }
@@ -309,6 +370,12 @@ impl Keeper<'_> {
             let reply = match control::read_line(&s) {
                 Ok(line) => match control::parse_request(&line) {
                     Ok(Request::Status) => Reply::Status(self.status()),
+                    Ok(Request::Publish { rule }) => self.publish(rule),
+                    Ok(Request::Unpublish {
+                        direction,
+                        proto,
+                        listen,
+                    }) => self.unpublish(direction, proto, listen),
                     Err(r) => r,
                 },
                 Err(e) => Reply::Error {
@@ -325,6 +392,35 @@ impl Keeper<'_> {
             watching: self.watching(),
             lease_expires: self.dhcp.as_ref().map(Renewal::expires_unix),
             lease_expired: self.dhcp.as_ref().is_some_and(Renewal::expired),
+            published: self.relays.as_ref().map(Relays::status).unwrap_or_default(),
+        }
+    }
+
+    fn publish(&mut self, rule: Rule) -> Reply {
+        let Some(r) = &mut self.relays else {
+            return Reply::Error {
+                message: "the keeper is ending".into(),
+            };
+        };
+        match r.publish(rule) {
+            Ok(()) => Reply::Published { rule },
+            Err(e) => Reply::Error {
+                message: e.to_string(),
+            },
+        }
+    }
+
+    fn unpublish(&mut self, direction: Direction, proto: Proto, listen: Endpoint) -> Reply {
+        let Some(r) = &mut self.relays else {
+            return Reply::Error {
+                message: "the keeper is ending".into(),
+            };
+        };
+        match r.unpublish(direction, proto, listen) {
+            Ok(rule) => Reply::Unpublished { rule },
+            Err(e) => Reply::Error {
+                message: e.to_string(),
+            },
         }
     }
 
@@ -356,5 +452,46 @@ impl Keeper<'_> {
             _ => tracing::info!("{name}: down"),
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_clean_read_only_file_mappings_are_trimmed() {
+        let smaps = "\
+55d0c0000000-55d0c0100000 r--p 00000000 08:01 42 /usr/bin/vpn-ns
+Rss:                 100 kB
+Anonymous:             0 kB
+55d0c0100000-55d0c0400000 r-xp 00100000 08:01 42 /usr/bin/vpn-ns
+Anonymous:             0 kB
+55d0c0400000-55d0c0500000 r--p 00400000 08:01 42 /usr/bin/vpn-ns
+Anonymous:            12 kB
+55d0c0500000-55d0c0510000 rw-p 00500000 08:01 42 /usr/bin/vpn-ns
+Anonymous:             0 kB
+7f0000200000-7f0000300000 r--p 00000000 00:00 0
+Anonymous:             0 kB
+7ffe00000000-7ffe00021000 rw-p 00000000 00:00 0 [stack]
+Anonymous:           132 kB
+";
+        assert_eq!(
+            clean_file_mappings(smaps),
+            vec![
+                (0x55d0_c000_0000, 0x55d0_c010_0000),
+                (0x55d0_c010_0000, 0x55d0_c040_0000)
+            ],
+            "the relocated (12 kB private) and writable mappings stay"
+        );
+    }
+
+    #[test]
+    fn trimming_our_own_code_keeps_it_running() {
+        trim_resident_code();
+        // Code runs again after its pages were dropped (they fault back in).
+        assert!(clean_file_mappings("").is_empty());
+        let v: Vec<u32> = (0..1000).map(|i| i * 2).collect();
+        assert_eq!(v.iter().sum::<u32>(), 999_000);
     }
 }

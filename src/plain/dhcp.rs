@@ -4,7 +4,9 @@
 //! port 68 and to the macvlan (SO_BINDTODEVICE, so the limited broadcast leaves through
 //! it although the namespace has no route yet). The broadcast flag asks the server to
 //! broadcast its answers, since the interface has no address to receive unicast on.
-//! There is no renewal: the address is kept until `down` (see docs/plain.md).
+//! Renewal (RFC 2131 4.4.5: REQUEST unicast to the server at T1, broadcast at T2)
+//! and DHCPRELEASE at down are built here and driven by the connection's keeper
+//! (`keeper::dhcp`), which owns the timing.
 
 use std::io;
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
@@ -18,6 +20,7 @@ const OFFER: u8 = 2;
 const REQUEST: u8 = 3;
 const ACK: u8 = 5;
 const NAK: u8 = 6;
+const RELEASE: u8 = 7;
 
 const OPT_MASK: u8 = 1;
 const OPT_ROUTER: u8 = 3;
@@ -29,6 +32,8 @@ const OPT_MSG_TYPE: u8 = 53;
 const OPT_SERVER_ID: u8 = 54;
 const OPT_PARAMS: u8 = 55;
 const OPT_CLIENT_ID: u8 = 61;
+const OPT_RENEWAL: u8 = 58;
+const OPT_REBINDING: u8 = 59;
 const OPT_END: u8 = 255;
 const OPT_PAD: u8 = 0;
 
@@ -44,6 +49,31 @@ pub struct Lease {
     pub domain: Option<String>,
     pub server: Ipv4Addr,
     pub lease_secs: Option<u32>,
+    /// T1 and T2 as the server set them (options 58, 59); else 1/2 and 7/8 of the lease.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub renew_secs: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rebind_secs: Option<u32>,
+}
+
+impl Lease {
+    /// (T1, T2, lease time) in seconds after the lease was obtained; `None` for an
+    /// infinite lease. T1 < T2 < lease is enforced whatever the server said.
+    pub fn times(&self) -> Option<(u64, u64, u64)> {
+        let l = u64::from(self.lease_secs.filter(|s| *s != u32::MAX)?);
+        let t2 = self
+            .rebind_secs
+            .map(u64::from)
+            .filter(|t| *t < l)
+            .unwrap_or(l * 7 / 8);
+        let t1 = self
+            .renew_secs
+            .map(u64::from)
+            .filter(|t| *t < t2)
+            .unwrap_or(l / 2)
+            .min(t2);
+        Some((t1, t2, l))
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -66,17 +96,19 @@ pub enum DhcpError {
 
 /// A decoded server message, with only what the client uses.
 #[derive(Debug, PartialEq, Eq)]
-struct Reply {
-    kind: u8,
-    xid: u32,
-    yiaddr: Ipv4Addr,
-    chaddr: [u8; 6],
-    mask: Option<Ipv4Addr>,
-    router: Option<Ipv4Addr>,
-    dns: Vec<Ipv4Addr>,
-    domain: Option<String>,
-    server: Option<Ipv4Addr>,
-    lease_secs: Option<u32>,
+pub struct Reply {
+    pub kind: u8,
+    pub xid: u32,
+    pub yiaddr: Ipv4Addr,
+    pub chaddr: [u8; 6],
+    pub mask: Option<Ipv4Addr>,
+    pub router: Option<Ipv4Addr>,
+    pub dns: Vec<Ipv4Addr>,
+    pub domain: Option<String>,
+    pub server: Option<Ipv4Addr>,
+    pub lease_secs: Option<u32>,
+    pub renew_secs: Option<u32>,
+    pub rebind_secs: Option<u32>,
 }
 
 fn encode(kind: u8, xid: u32, mac: [u8; 6], request: Option<(Ipv4Addr, Ipv4Addr)>) -> Vec<u8> {
@@ -112,7 +144,10 @@ fn ipv4(b: &[u8]) -> Option<Ipv4Addr> {
     <[u8; 4]>::try_from(b).ok().map(Ipv4Addr::from)
 }
 
-fn decode(p: &[u8]) -> Option<Reply> {
+/// Decodes a server's message (any LAN host can send one: fuzzed by
+/// `fuzz/fuzz_targets/dhcp_reply.rs`). `None` for anything that is not a well-formed
+/// BOOTREPLY with a message type.
+pub fn decode(p: &[u8]) -> Option<Reply> {
     if p.len() < 240 || p[0] != 2 || p[236..240] != MAGIC {
         return None;
     }
@@ -127,6 +162,8 @@ fn decode(p: &[u8]) -> Option<Reply> {
         domain: None,
         server: None,
         lease_secs: None,
+        renew_secs: None,
+        rebind_secs: None,
     };
     let mut o = &p[240..];
     while let Some((&code, rest)) = o.split_first() {
@@ -153,6 +190,8 @@ fn decode(p: &[u8]) -> Option<Reply> {
             }
             OPT_SERVER_ID => r.server = ipv4(val),
             OPT_LEASE => r.lease_secs = val.try_into().ok().map(u32::from_be_bytes),
+            OPT_RENEWAL => r.renew_secs = val.try_into().ok().map(u32::from_be_bytes),
+            OPT_REBINDING => r.rebind_secs = val.try_into().ok().map(u32::from_be_bytes),
             _ => {}
         }
         o = &rest[usize::from(len)..];
@@ -212,7 +251,94 @@ pub fn acquire(dev: &str, mac: [u8; 6], xid: u32, timeout: Duration) -> Result<L
         domain: ack.domain,
         server: ack.server.unwrap_or(server),
         lease_secs: ack.lease_secs,
+        renew_secs: ack.renew_secs,
+        rebind_secs: ack.rebind_secs,
     })
+}
+
+/// A bound client's message (RFC 2131 4.3.2/4.4.5/4.4.6): `ciaddr` is the leased
+/// address, no broadcast flag (the client can receive unicast), and for a release the
+/// server identifier. REQUEST renews (unicast to the server) or rebinds (broadcast).
+pub fn encode_bound(kind: BoundKind, xid: u32, mac: [u8; 6], lease: &Lease) -> Vec<u8> {
+    let mut m = encode(
+        match kind {
+            BoundKind::Request => REQUEST,
+            BoundKind::Release => RELEASE,
+        },
+        xid,
+        mac,
+        None,
+    );
+    m[10] = 0;
+    m[12..16].copy_from_slice(&lease.address.octets());
+    if kind == BoundKind::Release {
+        // Replaces the parameter list (a release asks for nothing): message type,
+        // client id, server id, end.
+        let opts = 240 + 3 + 9;
+        m.truncate(opts);
+        m.extend_from_slice(&[OPT_SERVER_ID, 4]);
+        m.extend_from_slice(&lease.server.octets());
+        m.push(OPT_END);
+        m.resize(300, 0);
+    }
+    m
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BoundKind {
+    Request,
+    Release,
+}
+
+/// The server's answer to a renewal: the renewed lease (the old one's DNS, domain and
+/// router kept where the ACK omits them), a refusal, or not an answer to us.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Answer {
+    Ack(Lease),
+    Nak,
+}
+
+pub fn answer(p: &[u8], xid: u32, mac: [u8; 6], old: &Lease) -> Option<Answer> {
+    let r = decode(p)?;
+    if r.xid != xid || r.chaddr != mac {
+        return None;
+    }
+    match r.kind {
+        NAK => Some(Answer::Nak),
+        ACK => Some(Answer::Ack(Lease {
+            address: r.yiaddr,
+            prefix: r.mask.map(|m| prefix_of(Some(m))).unwrap_or(old.prefix),
+            router: r.router.or(old.router),
+            dns: if r.dns.is_empty() {
+                old.dns.clone()
+            } else {
+                r.dns
+            },
+            domain: r.domain.or_else(|| old.domain.clone()),
+            server: r.server.unwrap_or(old.server),
+            lease_secs: r.lease_secs,
+            renew_secs: r.renew_secs,
+            rebind_secs: r.rebind_secs,
+        })),
+        _ => None,
+    }
+}
+
+/// A UDP socket on port 68 bound to `dev` (non-blocking), for a renewal or a release.
+/// Call it on a thread inside the device's namespace.
+pub fn bound_socket(dev: &str) -> io::Result<UdpSocket> {
+    let s = UdpSocket::bind(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 68))?;
+    setsockopt(&s, sockopt::BindToDevice, &std::ffi::OsString::from(dev))
+        .map_err(io::Error::from)?;
+    s.set_broadcast(true)?;
+    s.set_nonblocking(true)?;
+    Ok(s)
+}
+
+/// Where a bound client's message goes: the server (renew, release) or everyone
+/// (rebind).
+pub fn destination(server: Option<Ipv4Addr>) -> SocketAddrV4 {
+    SocketAddrV4::new(server.unwrap_or(Ipv4Addr::BROADCAST), 67)
 }
 
 /// Sends `msg`, retransmitting every RETRY, until a reply passing `want` arrives.
@@ -347,6 +473,93 @@ mod tests {
         let has = |n: &[u8]| r.windows(n.len()).any(|w| w == n);
         assert!(has(&[OPT_REQUESTED_IP, 4, 192, 0, 2, 120]));
         assert!(has(&[OPT_SERVER_ID, 4, 192, 0, 2, 1]));
+    }
+
+    fn lease() -> Lease {
+        Lease {
+            address: Ipv4Addr::new(192, 0, 2, 120),
+            prefix: 24,
+            router: Some(Ipv4Addr::new(192, 0, 2, 1)),
+            dns: vec![Ipv4Addr::new(192, 0, 2, 53)],
+            domain: Some("lan".into()),
+            server: Ipv4Addr::new(192, 0, 2, 1),
+            lease_secs: Some(120),
+            renew_secs: None,
+            rebind_secs: None,
+        }
+    }
+
+    #[test]
+    fn renewal_times_default_and_are_ordered() {
+        assert_eq!(lease().times(), Some((60, 105, 120)));
+        let l = Lease {
+            renew_secs: Some(30),
+            rebind_secs: Some(90),
+            ..lease()
+        };
+        assert_eq!(l.times(), Some((30, 90, 120)));
+        // A server's T1 after T2, or T2 after the lease, is not believed.
+        let l = Lease {
+            renew_secs: Some(200),
+            rebind_secs: Some(500),
+            ..lease()
+        };
+        assert_eq!(l.times(), Some((60, 105, 120)));
+        let inf = Lease {
+            lease_secs: Some(u32::MAX),
+            ..lease()
+        };
+        assert_eq!(inf.times(), None);
+        assert_eq!(
+            Lease {
+                lease_secs: None,
+                ..lease()
+            }
+            .times(),
+            None
+        );
+    }
+
+    #[test]
+    fn bound_messages_carry_ciaddr_and_no_broadcast_flag() {
+        let r = encode_bound(BoundKind::Request, 9, MAC, &lease());
+        assert_eq!(r[10], 0);
+        assert_eq!(&r[12..16], &[192, 0, 2, 120]);
+        let has = |m: &[u8], n: &[u8]| m.windows(n.len()).any(|w| w == n);
+        assert!(has(&r, &[OPT_MSG_TYPE, 1, REQUEST]));
+        assert!(
+            !has(&r, &[OPT_REQUESTED_IP, 4]),
+            "RFC 2131: not when renewing"
+        );
+        let x = encode_bound(BoundKind::Release, 9, MAC, &lease());
+        assert_eq!(x.len(), 300);
+        assert!(has(&x, &[OPT_MSG_TYPE, 1, RELEASE]));
+        assert!(has(&x, &[OPT_SERVER_ID, 4, 192, 0, 2, 1, OPT_END]));
+        assert!(!has(&x, &[OPT_PARAMS]));
+        assert_eq!(&x[12..16], &[192, 0, 2, 120]);
+    }
+
+    #[test]
+    fn answers_to_a_renewal() {
+        let mut ack = reply(ACK, 5);
+        // T1 = 100 s, T2 = 200 s.
+        ack.pop();
+        ack.extend_from_slice(&[OPT_RENEWAL, 4, 0, 0, 0, 100, OPT_REBINDING, 4, 0, 0, 0, 200]);
+        ack.push(OPT_END);
+        match answer(&ack, 5, MAC, &lease()) {
+            Some(Answer::Ack(l)) => {
+                assert_eq!(l.address, Ipv4Addr::new(192, 0, 2, 120));
+                assert_eq!(l.lease_secs, Some(3600));
+                assert_eq!(l.times(), Some((100, 200, 3600)));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(answer(&reply(NAK, 5), 5, MAC, &lease()), Some(Answer::Nak));
+        assert_eq!(answer(&reply(ACK, 6), 5, MAC, &lease()), None, "other xid");
+        assert_eq!(answer(&reply(OFFER, 5), 5, MAC, &lease()), None);
+        let mut other_mac = reply(ACK, 5);
+        other_mac[33] ^= 1;
+        assert_eq!(answer(&other_mac, 5, MAC, &lease()), None);
     }
 
     #[test]

@@ -1,16 +1,17 @@
 //! The built-in userspace data plane (`backend = "builtin"`): a tun device created
 //! inside the connection's namespace (born there, never moved), a UDP socket in the host
 //! namespace, and the WireGuard protocol run by boringtun's `noise::Tunn` (no
-//! cryptography of ours). A host process drives it through [`Device`]:
-//! `Device::start` then `Device::wait` until it ends; a UAPI socket
-//! (`/run/wireguard/<iface>.sock`, root only) serves `get=1`/`set=1` so `wg show` and
-//! `vpn-ns status` read its peers.
+//! cryptography of ours). A host process drives it through [`Plane`]: `Plane::start`
+//! (tun, device, UAPI socket, threads), then it polls `Plane::ended_fd` with its own
+//! events and calls `Plane::stop`. The UAPI socket (`/run/wireguard/<iface>.sock`,
+//! root only) serves `get=1`/`set=1`, so `wg show` and `vpn-ns status` read its peers.
 //!
 //! Today the host process is the hidden `vpn-ns wg-builtin` subcommand started by
-//! `vpn-ns up` ([`process`]); the per-connection keeper will host the same `Device`.
+//! `vpn-ns up` ([`process`]); the per-connection keeper will host the same `Plane`.
 
 pub mod allowed;
 pub mod device;
+pub mod plane;
 pub mod process;
 pub mod request;
 pub mod server;
@@ -20,6 +21,7 @@ use std::io;
 use std::path::PathBuf;
 
 pub use device::Device;
+pub use plane::Plane;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BuiltinError {

@@ -64,6 +64,32 @@ pub fn require_root(test: &str) -> bool {
     true
 }
 
+/// Runs `vpn-ns --config-dir <the sandbox's dir> ARGS...` in the sandbox, stdin closed.
+pub fn vpn_ns(sb: &Sandbox, args: &[&str]) -> std::process::Output {
+    let mut c = sb.vpn_ns();
+    c.arg("--config-dir")
+        .arg(sb.config_dir())
+        .args(args)
+        .stdin(std::process::Stdio::null());
+    c.output()
+        .unwrap_or_else(|e| panic!("cannot run `{}`: {e}", describe(&c)))
+}
+
+/// A command's status, stdout and stderr, for an assertion message.
+pub fn out(o: &std::process::Output) -> String {
+    format!(
+        "status {}\n--- stdout\n{}--- stderr\n{}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// Fails the test with the command's output unless it succeeded.
+pub fn assert_success(what: &str, o: &std::process::Output) {
+    assert!(o.status.success(), "{what} failed: {}", out(o));
+}
+
 /// Writes `<dir>/<name>.toml` and returns its path.
 pub fn write_conn(dir: &Path, name: &str, toml_text: &str) -> PathBuf {
     fs::create_dir_all(dir).expect("create config dir");

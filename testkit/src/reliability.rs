@@ -140,6 +140,32 @@ pub fn state_text(sb: &Sandbox, conn: &str) -> Option<String> {
     sb.read(&format!("/run/vpn-ns/{conn}.json"))
 }
 
+/// SIGKILLs the keeper recorded for `conn` and waits until it is dead (exited or a
+/// zombie), so the connection is unattended: for tests of what vpn-ns does when nothing
+/// watches a connection (the keeper's own reactions are tested in tests/keeper.rs).
+pub fn kill_keeper(sb: &Sandbox, conn: &str) {
+    let st = state_text(sb, conn).unwrap_or_else(|| panic!("no state for {conn}"));
+    // `"keeper": {"pid": N, "start": T}` in the pretty-printed record.
+    let pid = st
+        .split("\"keeper\"")
+        .nth(1)
+        .and_then(|k| k.split("\"pid\": ").nth(1))
+        .and_then(|p| p.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|p| p.parse::<u32>().ok())
+        .unwrap_or_else(|| panic!("no keeper recorded: {st}"));
+    assert!(
+        crate::sys::send_signal(pid, crate::sys::SIGKILL),
+        "cannot SIGKILL keeper {pid}"
+    );
+    expect_ok(crate::wait_until(
+        std::time::Duration::from_secs(5),
+        || match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            Ok(s) if !s.contains(") Z ") => Err(format!("keeper {pid} still runs")),
+            _ => Ok(()),
+        },
+    ));
+}
+
 /// Nothing of any tunnel reached the sandbox host namespace: no 100.64.x.x address on
 /// any device, no route to the pushed network, no default route (the sandbox host has
 /// none of its own).

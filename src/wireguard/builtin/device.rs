@@ -28,6 +28,7 @@ use crate::wireguard::key::Key;
 const TIMER_TICK: Duration = Duration::from_millis(250);
 /// Handshake initiations per second per peer before cookies are demanded (boringtun's).
 const HANDSHAKE_RATE_LIMIT: u64 = 100;
+const SOCKET_BUFFER: usize = 7 << 20;
 /// Room for the largest IP packet plus WireGuard's 32 bytes of overhead.
 const BUF: usize = 65536 + 32;
 
@@ -112,6 +113,16 @@ pub fn bind_udp(port: u16, fwmark: u32) -> Result<(UdpSocket, bool), BuiltinErro
             }
             Err(e) => return Err(BuiltinError::io("cannot open", &what)(e.into())),
         };
+    // Bursts of a fast tunnel overflow the default buffers; wireguard-go asks for the
+    // same 7 MiB (the Force variants pass rmem_max/wmem_max, we are root).
+    for r in [
+        socket::setsockopt(&fd, sockopt::RcvBufForce, &SOCKET_BUFFER),
+        socket::setsockopt(&fd, sockopt::SndBufForce, &SOCKET_BUFFER),
+    ] {
+        if let Err(e) = r {
+            tracing::debug!("cannot enlarge the buffers of {what}: {e}");
+        }
+    }
     if fwmark != 0 {
         socket::setsockopt(&fd, sockopt::Mark, &fwmark)
             .map_err(|e| BuiltinError::io("cannot set the fwmark of", &what)(e.into()))?;
@@ -308,6 +319,8 @@ impl Device {
         let mut tun = &self.tun;
         while !self.stopping.load(Ordering::Relaxed) {
             let n = match tun.read(&mut buf) {
+                // A tun never reads 0 bytes; a closed stand-in (tests) has ended.
+                Ok(0) => return Ok(()),
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
@@ -569,3 +582,7 @@ fn apply_peer(st: &mut State, ps: PeerSet) {
         st.allowed.insert(net, Arc::clone(&peer));
     }
 }
+
+#[cfg(test)]
+#[path = "device_tests.rs"]
+mod tests;

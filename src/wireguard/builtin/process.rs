@@ -6,13 +6,12 @@
 //! sends SIGTERM through a pidfd), when its namespace is deleted, or when a data-plane
 //! loop fails (its tun went away).
 
-use std::fs::{File, OpenOptions};
+use std::fs::OpenOptions;
 use std::io::{self, Read, Write};
 use std::os::fd::AsFd;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
@@ -20,9 +19,8 @@ use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 
-use super::device::Device;
-use super::server::Server;
-use super::{BuiltinError, request, tun};
+use super::plane::Plane;
+use super::{BuiltinError, request};
 use crate::procs::PidFd;
 use crate::spec::{InterfaceName, NetnsName};
 
@@ -65,8 +63,9 @@ pub fn serve(netns: Option<&NetnsName>, iface: &InterfaceName) -> Result<Ended, 
             "cannot read the configuration from",
             "stdin",
         ))?;
-    let set = request::parse(&text)?;
-    drop(text);
+    let set = request::parse(&text);
+    wipe(text);
+    let set = set?;
     let ns_file = match netns {
         Some(ns) => Some(
             crate::netns::open(ns).map_err(|source| BuiltinError::Netns {
@@ -93,52 +92,12 @@ pub fn serve(netns: Option<&NetnsName>, iface: &InterfaceName) -> Result<Ended, 
         }
         None => None,
     };
-    let tun_file = tun::create(
+    let plane = Plane::start(
         ns_file.as_ref().zip(netns.map(|n| n.as_str())),
         iface.as_str(),
+        set,
     )?;
     drop(ns_file);
-    let dev = Device::new(iface.as_str(), tun_file, set)?;
-    let server = Arc::new(Server::bind(iface.as_str())?);
-    let (done_rx, done_tx) =
-        nix::unistd::pipe().map_err(|e| BuiltinError::io("cannot create", "a pipe")(e.into()))?;
-    let done_tx = Arc::new(File::from(done_tx));
-    let spawn = |name: &str, f: Box<dyn FnOnce() -> String + Send>| {
-        let done = Arc::clone(&done_tx);
-        std::thread::Builder::new()
-            .name(name.to_owned())
-            .spawn(move || {
-                let why = f();
-                let _ = (&*done).write_all(format!("{why}\n").as_bytes());
-            })
-            .map_err(BuiltinError::io("cannot start thread", name))
-    };
-    let d = Arc::clone(&dev);
-    spawn(
-        "wg-tun",
-        Box::new(move || format!("tun: {:?}", d.tun_loop())),
-    )?;
-    let d = Arc::clone(&dev);
-    spawn(
-        "wg-udp",
-        Box::new(move || format!("udp: {:?}", d.udp_loop())),
-    )?;
-    let d = Arc::clone(&dev);
-    spawn(
-        "wg-timers",
-        Box::new(move || {
-            d.timer_loop();
-            "timers ended".to_owned()
-        }),
-    )?;
-    let (d, s) = (Arc::clone(&dev), Arc::clone(&server));
-    spawn(
-        "wg-uapi",
-        Box::new(move || {
-            s.serve(&d);
-            "UAPI socket ended".to_owned()
-        }),
-    )?;
 
     let mut out = io::stdout();
     out.write_all(READY)
@@ -149,22 +108,31 @@ pub fn serve(netns: Option<&NetnsName>, iface: &InterfaceName) -> Result<Ended, 
     unsafe { libc::dup2(libc::STDERR_FILENO, libc::STDOUT_FILENO) };
     tracing::info!("{iface}: built-in WireGuard running");
 
-    let ended = wait_for_end(&signals, watch.as_ref(), netns, &File::from(done_rx));
-    dev.stop();
-    drop(server);
+    let ended = wait_for_end(&signals, watch.as_ref(), netns, &plane);
+    plane.stop();
     Ok(ended)
+}
+
+/// Overwrites a string that held key material before its memory is freed.
+fn wipe(text: String) {
+    let mut bytes = text.into_bytes();
+    for b in bytes.iter_mut() {
+        // SAFETY: `b` is a valid, aligned &mut u8; volatile keeps the wipe from being
+        // optimised away as a dead store.
+        unsafe { std::ptr::write_volatile(b, 0) };
+    }
 }
 
 fn wait_for_end(
     signals: &SignalFd,
     watch: Option<&Inotify>,
     netns: Option<&NetnsName>,
-    done: &File,
+    plane: &Plane,
 ) -> Ended {
     loop {
         let mut fds = vec![
             PollFd::new(signals.as_fd(), PollFlags::POLLIN),
-            PollFd::new(done.as_fd(), PollFlags::POLLIN),
+            PollFd::new(plane.ended_fd(), PollFlags::POLLIN),
         ];
         if let Some(w) = watch {
             fds.push(PollFd::new(w.as_fd(), PollFlags::POLLIN));
@@ -188,9 +156,7 @@ fn wait_for_end(
             return Ended::Signal(name);
         }
         if ready(1) {
-            let mut why = String::new();
-            let _ = done.take(4096).read_to_string(&mut why);
-            return Ended::LoopFailed(why.lines().next().unwrap_or("").to_owned());
+            return Ended::LoopFailed(plane.reason());
         }
         if ready(2)
             && let (Some(w), Some(ns)) = (watch, netns)
@@ -248,6 +214,7 @@ pub fn start(
         .map_err(BuiltinError::io("cannot start", "the built-in WireGuard"))?;
     let res = handshake(&mut child, config, iface, log, timeout);
     if res.is_err() {
+        // std's kill of our own unreaped child, whose pid cannot have been reused.
         let _ = child.kill();
         let _ = child.wait();
     }

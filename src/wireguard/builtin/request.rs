@@ -46,6 +46,16 @@ impl PeerSet {
     }
 }
 
+/// A key name for an error: short identifiers only, so a line that carries a secret in
+/// the wrong place is never echoed.
+fn shown(key: &str) -> String {
+    if key.len() <= 32 && key.bytes().all(|b| b.is_ascii_lowercase() || b == b'_') {
+        format!("{key:?}")
+    } else {
+        "(not shown)".to_owned()
+    }
+}
+
 /// Parses the lines after `set=1` up to the blank line (or the end). Errors name the
 /// line but never echo a value (keys travel here).
 pub fn parse(text: &str) -> Result<DeviceSet, BuiltinError> {
@@ -90,7 +100,7 @@ pub fn parse(text: &str) -> Result<DeviceSet, BuiltinError> {
                 }
                 "fwmark" => set.fwmark = Some(value.parse().map_err(|_| err("bad fwmark"))?),
                 "replace_peers" => set.replace_peers = bool_true("replace_peers")?,
-                _ => return Err(err(&format!("unknown device key {key:?}"))),
+                _ => return Err(err(&format!("unknown device key {}", shown(key)))),
             },
             Some(p) => match key {
                 "remove" => p.remove = bool_true("remove")?,
@@ -118,7 +128,7 @@ pub fn parse(text: &str) -> Result<DeviceSet, BuiltinError> {
                         return Err(err("only protocol_version=1 is known"));
                     }
                 }
-                _ => return Err(err(&format!("unknown peer key {key:?}"))),
+                _ => return Err(err(&format!("unknown peer key {}", shown(key)))),
             },
         }
     }
@@ -182,6 +192,7 @@ mod tests {
             ("set=1\nallowed_ip=10.0.0.0/8\n", 2),
             ("set=1\nreplace_peers=yes\n", 2),
             ("set=1\nnovalue\n", 2),
+            ("set=1\nzz0123456789abcdef0123456789abcdef=1\n", 2),
         ] {
             match parse(text) {
                 Err(BuiltinError::Request { line: l, msg }) => {

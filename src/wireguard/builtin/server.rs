@@ -6,7 +6,7 @@
 use std::fmt::Write as _;
 use std::fs;
 use std::io::{self, BufRead, BufReader, Write};
-use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, UNIX_EPOCH};
@@ -66,8 +66,12 @@ impl Server {
             }
             fs::remove_file(&path).map_err(BuiltinError::io("cannot remove stale", &what))?;
         }
-        // The process umask is 077 (see `process`): the socket is born 0600.
         let listener = UnixListener::bind(&path).map_err(BuiltinError::io("cannot bind", &what))?;
+        // Root only, whatever the host process's umask (`wg-builtin` sets 077, so there
+        // it is born 0600; before this chmod nobody else could connect anyway: connect
+        // needs write permission, which a 022 umask never gives).
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o600))
+            .map_err(BuiltinError::io("cannot restrict", &what))?;
         Ok(Server { path, listener })
     }
 
