@@ -28,7 +28,7 @@ use crate::netlink::Netlink;
 use crate::procs::ProcId;
 use crate::spec::NetworkSpec;
 use crate::wireguard::builtin::server::Server;
-use crate::wireguard::builtin::{Device, device, request, tun};
+use crate::wireguard::builtin::{Device, device, process, request, tun};
 use crate::{dns, lifecycle, wireguard};
 
 pub const SUBCOMMAND: &str = "user-keeper";
@@ -136,7 +136,10 @@ pub fn run(config_dir: &Path, conn_name: &str) -> anyhow::Result<()> {
     let uc = conf::load(config_dir, conn_name)?;
     let endpoints = wireguard::resolve_endpoints(&uc.wg)?;
     let spec = host_side_spec(&uc, &endpoints)?;
-    let set = request::parse(&wireguard::uapi::set_request(&uc.wg, &endpoints))?;
+    let text = wireguard::uapi::set_request(&uc.wg, &endpoints);
+    let set = request::parse(&text);
+    process::wipe(text);
+    let set = set?;
     let signals = block_signals()?;
     let (udp, dual) = device::bind_udp(set.listen_port.unwrap_or(0), set.fwmark.unwrap_or(0))?;
     let files = write_dns_files(&run, &uc, &spec)?;
