@@ -86,6 +86,7 @@ pub fn start(
             return Err(fail(format!("it exited ({status})")));
         }
         Err(why) => {
+            // An unreaped child: its pid cannot have been reused.
             let _ = child.kill();
             let _ = child.wait();
             return Err(fail(why));
