@@ -178,6 +178,12 @@ file ([[publish]], [[host-access]]; see docs/publish.md)."
         #[arg(value_name = "CONN")]
         conn: String,
     },
+    /// The keeper of a user's own connection (unprivileged mode), started by `up`.
+    #[command(name = "user-keeper", hide = true)]
+    UserKeeper {
+        #[arg(value_name = "CONN")]
+        conn: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]

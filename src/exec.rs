@@ -17,6 +17,10 @@ mod relay;
 mod seal;
 mod wait;
 
+/// Also masked in a user connection's mount namespace (unprivileged mode).
+pub use enter::HOST_SOCKET_DIRS;
+pub use seal::allowed_entry;
+
 use std::ffi::{CString, OsString};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::MetadataExt;

@@ -22,6 +22,7 @@ pub mod procs;
 pub mod publish;
 pub mod spec;
 pub mod state;
+pub mod unpriv;
 pub mod verify;
 pub mod wait;
 pub mod wireguard;

@@ -29,6 +29,12 @@ use crate::config;
 pub struct UsageError(pub String);
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    // A normal user (real uid != 0) manages their own connections (docs/unprivileged.md).
+    if crate::unpriv::is_user()
+        && let Some(res) = crate::unpriv::dispatch(&cli)
+    {
+        return res;
+    }
     if let Some(who) = elevated_by() {
         config::require_root_owned(who);
     }
@@ -67,6 +73,10 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             specs,
             host_access,
         } => publish::unpublish(&cli.global, conn, specs, *host_access),
+        Command::UserKeeper { .. } => Err(UsageError(
+            "user-keeper runs a normal user's own connection; root uses `keeper`".to_owned(),
+        )
+        .into()),
     }
 }
 

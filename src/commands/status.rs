@@ -217,6 +217,9 @@ pub fn status(g: &GlobalArgs, conn: Option<&str>) -> anyhow::Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         print!("{}", render_status(&report, state::now()));
+        if conn.is_none() {
+            print!("{}", crate::unpriv::root_view::render());
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -13,6 +13,7 @@ pub mod pki;
 pub mod reliability;
 pub mod sandbox;
 pub mod sys;
+pub mod user_session;
 pub mod wireguard;
 
 use std::fs;

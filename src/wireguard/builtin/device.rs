@@ -90,7 +90,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 /// Binds the encrypted-side UDP socket in the calling thread's namespace (the host's):
 /// one dual-stack `[::]:port` socket, or `0.0.0.0:port` where IPv6 is unavailable.
-fn bind_udp(port: u16, fwmark: u32) -> Result<(UdpSocket, bool), BuiltinError> {
+pub fn bind_udp(port: u16, fwmark: u32) -> Result<(UdpSocket, bool), BuiltinError> {
     let what = format!("UDP port {port}");
     let flags = SockFlag::SOCK_CLOEXEC;
     let (fd, dual): (OwnedFd, bool) =
@@ -153,6 +153,24 @@ impl Device {
             });
         }
         let (udp, dual_stack) = bind_udp(set.listen_port.unwrap_or(0), set.fwmark.unwrap_or(0))?;
+        Device::with_socket(iface, tun, udp, dual_stack, set)
+    }
+
+    /// Like `new`, over a UDP socket from `bind_udp` the caller bound earlier (the
+    /// unprivileged keeper binds it in the host namespace before it leaves it).
+    pub fn with_socket(
+        iface: &str,
+        tun: File,
+        udp: UdpSocket,
+        dual_stack: bool,
+        set: DeviceSet,
+    ) -> Result<Arc<Device>, BuiltinError> {
+        if set.private_key.is_none() {
+            return Err(BuiltinError::Request {
+                line: 1,
+                msg: "the configuration has no private_key".to_owned(),
+            });
+        }
         let port = udp
             .local_addr()
             .map_err(BuiltinError::io(

@@ -114,7 +114,7 @@ pub fn serve(netns: Option<&NetnsName>, iface: &InterfaceName) -> Result<Ended, 
 }
 
 /// Overwrites a string that held key material before its memory is freed.
-fn wipe(text: String) {
+pub(crate) fn wipe(text: String) {
     let mut bytes = text.into_bytes();
     for b in bytes.iter_mut() {
         // SAFETY: `b` is a valid, aligned &mut u8; volatile keeps the wipe from being

@@ -51,7 +51,12 @@ impl Server {
     /// live one (another implementation serving that name) is refused.
     pub fn bind(iface: &str) -> Result<Server, BuiltinError> {
         check_dir(Path::new(SOCKET_DIR))?;
-        let path = socket_path(iface);
+        Server::bind_at(socket_path(iface))
+    }
+
+    /// Binds at `path`, whose directory the caller has checked (a user connection's
+    /// keeper: its own 0700 runtime directory), with the same stale/live rule.
+    pub fn bind_at(path: PathBuf) -> Result<Server, BuiltinError> {
         let what = path.display().to_string();
         if fs::symlink_metadata(&path).is_ok() {
             if UnixStream::connect(&path).is_ok() {
