@@ -6,43 +6,15 @@
 
 use vpn_ns_testkit as common;
 
-use std::path::{Path, PathBuf};
-use std::process::Output;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::pki::pki;
 use common::wireguard::*;
 use common::*;
 
 const UP_TIMEOUT_MS: u64 = 30_000;
 /// The bound for "VPN died -> connection down".
 const DOWN_WITHIN: Duration = Duration::from_secs(1);
-
-fn vpn_ns_ok(sb: &Sandbox, args: &[&str]) -> Output {
-    let o = vpn_ns(sb, args);
-    assert!(o.status.success(), "vpn-ns {args:?} failed:\n{}", out(&o));
-    o
-}
-
-fn client_config(sb: &Sandbox, name: &str) -> PathBuf {
-    let p = pki();
-    let lines = [
-        "client".to_owned(),
-        "dev tun".to_owned(),
-        format!("remote {SERVER_ADDR} {SERVER_PORT} udp"),
-        "nobind".to_owned(),
-        "disable-dco".to_owned(),
-        "remote-cert-tls server".to_owned(),
-        format!("ca {}", p.ca_cert.display()),
-        format!("cert {}", p.client_cert.display()),
-        format!("key {}", p.client_key.display()),
-        "connect-retry 1 1".to_owned(),
-        "verb 3".to_owned(),
-    ];
-    let path = sb.dir().join(format!("{name}.conf"));
-    std::fs::write(&path, lines.join("\n") + "\n").expect("write client config");
-    path
-}
 
 fn openvpn_conn(sb: &Sandbox, conn: &str, config: Option<&Path>, extra: &str) {
     let section = config

@@ -17,12 +17,6 @@ use common::*;
 /// connections' netns-timeout.
 const UP_TIMEOUT_MS: u64 = 30_000;
 
-fn vpn_ns_ok(sb: &Sandbox, args: &[&str]) -> Output {
-    let o = vpn_ns(sb, args);
-    assert!(o.status.success(), "vpn-ns {args:?} failed:\n{}", out(&o));
-    o
-}
-
 /// A client config without any vpn-ns wiring (what `vpn-ns up` expects), plus `extra`.
 fn client_config(sb: &Sandbox, name: &str, remote: &str, extra: &[&str]) -> PathBuf {
     let p = pki();

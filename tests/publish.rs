@@ -9,12 +9,9 @@
 
 use vpn_ns_testkit as common;
 
-use std::path::PathBuf;
-use std::process::Output;
 use std::time::Duration;
 
 use common::exec::{TestUser, exec_cmd, output};
-use common::pki::pki;
 use common::sandbox::{self, Proc};
 use common::*;
 
@@ -24,32 +21,6 @@ const HOST_NAME: &str = "host-side.test";
 const HOST_ADDR_HEX: &str = "c0 00 02 4d"; // 192.0.2.77
 const INSIDE_NAME: &str = "inside.test";
 const INSIDE_ADDR_HEX: &str = "c0 00 02 58"; // 192.0.2.88
-
-fn vpn_ns_ok(sb: &Sandbox, args: &[&str]) -> Output {
-    let o = vpn_ns(sb, args);
-    assert!(o.status.success(), "vpn-ns {args:?} failed:\n{}", out(&o));
-    o
-}
-
-fn client_config(sb: &Sandbox, name: &str) -> PathBuf {
-    let p = pki();
-    let lines = [
-        "client".to_owned(),
-        "dev tun".to_owned(),
-        format!("remote {SERVER_ADDR} {SERVER_PORT} udp"),
-        "nobind".to_owned(),
-        "disable-dco".to_owned(),
-        "remote-cert-tls server".to_owned(),
-        format!("ca {}", p.ca_cert.display()),
-        format!("cert {}", p.client_cert.display()),
-        format!("key {}", p.client_key.display()),
-        "connect-retry 1 1".to_owned(),
-        "verb 3".to_owned(),
-    ];
-    let path = sb.dir().join(format!("{name}.conf"));
-    std::fs::write(&path, lines.join("\n") + "\n").expect("write client config");
-    path
-}
 
 /// A native OpenVPN connection with `entries` ([[publish]]/[[host-access]] tables).
 fn openvpn_conn(sb: &Sandbox, conn: &str, extra: &str, entries: &str) {

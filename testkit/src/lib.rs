@@ -75,6 +75,13 @@ pub fn vpn_ns(sb: &Sandbox, args: &[&str]) -> std::process::Output {
         .unwrap_or_else(|e| panic!("cannot run `{}`: {e}", describe(&c)))
 }
 
+/// `vpn_ns`, failing the test with the output unless it succeeded.
+pub fn vpn_ns_ok(sb: &Sandbox, args: &[&str]) -> std::process::Output {
+    let o = vpn_ns(sb, args);
+    assert!(o.status.success(), "vpn-ns {args:?} failed:\n{}", out(&o));
+    o
+}
+
 /// A command's status, stdout and stderr, for an assertion message.
 pub fn out(o: &std::process::Output) -> String {
     format!(

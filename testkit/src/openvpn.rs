@@ -397,3 +397,25 @@ pub fn hook_command(sb: &Sandbox, conn: &str) -> String {
     }
     format!("{bin} --config-dir {dir} hook openvpn {conn}")
 }
+
+/// A client config for `vpn-ns up` (native mode) against the sandbox's server, written
+/// to `<sandbox>/<name>.conf`: no vpn-ns lines (up adds them).
+pub fn client_config(sb: &Sandbox, name: &str) -> PathBuf {
+    let p = pki();
+    let lines = [
+        "client".to_owned(),
+        "dev tun".to_owned(),
+        format!("remote {SERVER_ADDR} {SERVER_PORT} udp"),
+        "nobind".to_owned(),
+        "disable-dco".to_owned(),
+        "remote-cert-tls server".to_owned(),
+        format!("ca {}", p.ca_cert.display()),
+        format!("cert {}", p.client_cert.display()),
+        format!("key {}", p.client_key.display()),
+        "connect-retry 1 1".to_owned(),
+        "verb 3".to_owned(),
+    ];
+    let path = sb.dir().join(format!("{name}.conf"));
+    std::fs::write(&path, lines.join("\n") + "\n").expect("write client config");
+    path
+}
