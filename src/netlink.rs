@@ -253,12 +253,8 @@ impl Netlink {
         let msg = LinkUnspec::new_with_index(link.index)
             .setns_by_fd(target.as_raw_fd())
             .build();
-        self.handle
-            .link()
-            .set(msg)
-            .execute()
+        self.set_link(msg, format!("cannot move {}", link.name))
             .await
-            .map_err(req(format!("cannot move {}", link.name)))
     }
 
     /// Moves a link into `target` under the name `name` (a name taken there makes the
@@ -273,12 +269,8 @@ impl Netlink {
             .setns_by_fd(target.as_raw_fd())
             .name(name.to_owned())
             .build();
-        self.handle
-            .link()
-            .set(msg)
-            .execute()
+        self.set_link(msg, format!("cannot move {} as {name}", link.name))
             .await
-            .map_err(req(format!("cannot move {} as {name}", link.name)))
     }
 
     /// Renames a link (the kernel wants it down).
@@ -286,12 +278,18 @@ impl Netlink {
         let msg = LinkUnspec::new_with_index(link.index)
             .name(name.to_owned())
             .build();
+        self.set_link(msg, format!("cannot rename {} to {name}", link.name))
+            .await
+    }
+
+    /// One RTM_SETLINK; `what` names the operation and the link in the error.
+    async fn set_link(&self, msg: LinkMessage, what: String) -> Result<(), NetlinkError> {
         self.handle
             .link()
             .set(msg)
             .execute()
             .await
-            .map_err(req(format!("cannot rename {} to {name}", link.name)))
+            .map_err(req(what))
     }
 
     /// The link with index `index`, if there is one in this namespace.
@@ -301,33 +299,20 @@ impl Netlink {
 
     pub async fn set_mtu(&self, link: &Link, mtu: u32) -> Result<(), NetlinkError> {
         let msg = LinkUnspec::new_with_index(link.index).mtu(mtu).build();
-        self.handle
-            .link()
-            .set(msg)
-            .execute()
+        self.set_link(msg, format!("cannot set MTU {mtu} on {}", link.name))
             .await
-            .map_err(req(format!("cannot set MTU {mtu} on {}", link.name)))
     }
 
     /// Link down: the kernel drops the link's routes at once (the addresses stay).
     pub async fn set_down(&self, index: u32, name: &str) -> Result<(), NetlinkError> {
         let msg = LinkUnspec::new_with_index(index).down().build();
-        self.handle
-            .link()
-            .set(msg)
-            .execute()
+        self.set_link(msg, format!("cannot bring {name} down"))
             .await
-            .map_err(req(format!("cannot bring {name} down")))
     }
 
     pub async fn set_up(&self, index: u32, name: &str) -> Result<(), NetlinkError> {
         let msg = LinkUnspec::new_with_index(index).up().build();
-        self.handle
-            .link()
-            .set(msg)
-            .execute()
-            .await
-            .map_err(req(format!("cannot bring {name} up")))
+        self.set_link(msg, format!("cannot bring {name} up")).await
     }
 
     /// Adds (or re-asserts, so a second `up` is harmless) an address.
