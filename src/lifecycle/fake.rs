@@ -85,6 +85,12 @@ impl Fake {
         self.add_link(None, name);
     }
 
+    /// A link made inside namespace `ns` (as a `MakeDevice` would).
+    pub fn ns_link(&self, ns: &str, name: &str) {
+        self.call("born", format!("{ns} {name}"));
+        self.add_link(Some(ns.to_owned()), name);
+    }
+
     fn add_link(&self, p: Place, name: &str) {
         let mut i = self.next_index.borrow_mut();
         *i += 1;
