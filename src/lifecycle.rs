@@ -99,6 +99,14 @@ pub enum LifecycleError {
     /// Several steps of a teardown failed.
     #[error("{0}")]
     Errors(ErrorList),
+    /// Up failed, and undoing it failed too: what is left is still recorded.
+    #[error(
+        "{error}; the rollback was incomplete (the record keeps what is left for `vpn-ns down`): {left}"
+    )]
+    RollbackIncomplete {
+        error: Box<LifecycleError>,
+        left: ErrorList,
+    },
     #[error(
         "connection {conn} is recorded with namespace \"{recorded}\", which vpn-ns created and which still exists, not \"{ns}\" (netns-name changed?): run `vpn-ns down {conn}` first"
     )]

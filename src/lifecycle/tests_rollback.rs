@@ -242,11 +242,16 @@ fn rollback_goes_on_past_a_failed_undo_and_keeps_the_owner() {
     assert!(w.namespaces.contains("work"));
     assert!(w.states["work"].creating && w.states["work"].netns_created);
     assert!(w.links.contains_key(&(None, "tun0".to_owned())));
-    let LifecycleError::Errors(ErrorList(all)) = &err else {
+    let LifecycleError::RollbackIncomplete { error, left } = &err else {
         panic!("both failures reported: {err}");
     };
-    assert_eq!(all.len(), 2, "{err}");
-    assert!(err.to_string().contains("cannot delete namespace"), "{err}");
+    assert!(matches!(**error, LifecycleError::Keeper(_)), "{err}");
+    assert_eq!(left.0.len(), 1, "{err}");
+    let text = err.to_string();
+    assert!(
+        text.contains("injected") && text.contains("cannot delete namespace"),
+        "{text}"
+    );
 }
 
 #[test]

@@ -64,11 +64,10 @@ pub async fn run<E: Edges>(
             let left = rollback(e, j).await;
             match left.is_empty() {
                 true => Err(err),
-                false => {
-                    let mut all = super::ErrorList(vec![err]);
-                    all.0.extend(left.0);
-                    Err(LifecycleError::Errors(all))
-                }
+                false => Err(LifecycleError::RollbackIncomplete {
+                    error: Box::new(err),
+                    left,
+                }),
             }
         }
     }
