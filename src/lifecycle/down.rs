@@ -80,13 +80,26 @@ pub async fn down_with<E: Edges>(
 
     let ns = st.netns.clone();
     let keep = st.persistent || conn.netns_persistent;
-    let returned = match e.exists(&ns) {
+    let inside = match e.exists(&ns) {
         true => {
             let r = device(e, conn, &st, rec.as_ref(), handback, &mut errs).await;
             fault::point("down:after-device-strip");
             r
         }
-        false => None,
+        false => Inside::Gone,
+    };
+    if inside == Inside::Stuck {
+        // Deleting the namespace now would destroy a device that is not ours to
+        // destroy (the VPN's, an adopted one): it all stays for the next down.
+        tracing::error!(
+            "namespace {ns} kept: its device could not be handed back to the host; `vpn-ns down {}` tries again",
+            conn.name
+        );
+        return errs.finish(report);
+    }
+    let returned = match inside {
+        Inside::Returned(name) => Some(name),
+        _ => None,
     };
     if st.origin == Origin::Adopt {
         let r = match handback {
@@ -123,12 +136,14 @@ pub async fn down_with<E: Edges>(
             source,
         }));
         fault::point("down:before-state-remove");
-        if errs.is_empty() {
-            errs.keep(e.remove_state(&conn.name));
-        }
     }
+    // The kind's record before the state record: down starts from the state record,
+    // so whatever is left must still be named by it.
     if uplink && errs.is_empty() {
         errs.keep(e.remove_plain(&conn.name));
+    }
+    if !keep && errs.is_empty() {
+        errs.keep(e.remove_state(&conn.name));
     }
     errs.finish(report)
 }
@@ -174,8 +189,21 @@ async fn strip_host<E: Edges>(e: &E, st: &State, errs: &mut ErrorList) {
     }
 }
 
+/// What became of the device inside at down.
+#[derive(Debug, PartialEq, Eq)]
+enum Inside {
+    /// None there (closed by its VPN, or deleted: the uplink kinds' own devices).
+    Gone,
+    /// Left inside on purpose (`Handback::Release`).
+    Kept,
+    /// Back in the host namespace, under this name.
+    Returned(String),
+    /// Maybe still inside, and not ours to destroy with the namespace.
+    Stuck,
+}
+
 /// The device inside: an uplink kind's is deleted (after DHCPRELEASE); a VPN's is
-/// stripped and handed back. Returns its name in the host namespace, if it went back.
+/// stripped and handed back.
 async fn device<E: Edges>(
     e: &E,
     conn: &Connection,
@@ -183,17 +211,20 @@ async fn device<E: Edges>(
     rec: Option<&Record>,
     handback: Handback,
     errs: &mut ErrorList,
-) -> Option<String> {
+) -> Inside {
     let ns = &st.netns;
     let at = At::Ns(ns);
-    let dev = st.device.as_ref()?;
+    let Some(dev) = st.device.as_ref() else {
+        return Inside::Gone;
+    };
     if matches!(st.origin, Origin::Macvlan | Origin::Routed) {
         if let Some(r) = rec {
             e.release_lease(&conn.name, r, ns, dev);
         }
-        // Routed: gone with its host end already; macvlan: ours to delete.
+        // Routed: gone with its host end already; macvlan: ours to delete (and the
+        // namespace's deletion takes it along if this fails).
         errs.keep(e.delete_link(at, dev).await);
-        return None;
+        return Inside::Gone;
     }
     // Usually OpenVPN has closed the tun already and it is gone; with --down-pre or for
     // a device vpn-ns adopted it is still here: strip it and hand it back. An adopted
@@ -205,7 +236,11 @@ async fn device<E: Edges>(
         Some(index) => e.link_by_index(at, index).await,
         None => e.link(at, dev).await,
     };
-    let link = errs.keep(link).flatten()?;
+    let link = match errs.keep(link) {
+        Some(Some(l)) => l,
+        Some(None) => return Inside::Gone,
+        None => return Inside::Stuck,
+    };
     for r in st.routes.iter().rev() {
         errs.keep(ignore_gone(e.del_route(at, &link, r).await));
     }
@@ -218,9 +253,12 @@ async fn device<E: Edges>(
             link.name,
             link.index
         );
-        return None;
+        return Inside::Kept;
     }
-    errs.keep(return_to_host(e, &link, ns).await)
+    match errs.keep(return_to_host(e, &link, ns).await) {
+        Some(name) => Inside::Returned(name),
+        None => Inside::Stuck,
+    }
 }
 
 /// Moves `link` back to the host namespace; when another device took its name there,

@@ -4,7 +4,9 @@
 //!
 //! Ownership records (the intent record, a kind's own record) come first in the
 //! journal, so they are undone last, and only when everything undone before them
-//! succeeded: a record left behind keeps a known owner for what is left.
+//! succeeded: a record left behind keeps a known owner for what is left. A namespace
+//! whose device could not be handed back is not deleted (that would destroy the VPN's
+//! device); it stays, recorded, for down.
 
 use std::fmt;
 
@@ -123,6 +125,7 @@ impl ErrorList {
 /// Undoes `j` backwards. Returns what could not be undone (also logged).
 pub async fn rollback<E: Edges>(e: &E, j: Journal) -> ErrorList {
     let mut errs = ErrorList::default();
+    let mut stuck = false;
     for step in j.steps.iter().rev() {
         if step.owns() && !errs.is_empty() {
             tracing::error!(
@@ -132,7 +135,15 @@ pub async fn rollback<E: Edges>(e: &E, j: Journal) -> ErrorList {
             continue;
         }
         let before = errs.0.len();
+        if let Undo::Netns(n) = step
+            && stuck
+        {
+            // Deleting it would destroy a device that is not ours to destroy.
+            tracing::error!("rollback: namespace {n} kept: its device could not be handed back");
+            continue;
+        }
         undo(e, &j, step, &mut errs).await;
+        stuck |= matches!(step, Undo::Moved(_)) && errs.0.len() > before;
         for err in &errs.0[before..] {
             tracing::error!("rollback: {err}");
         }

@@ -290,6 +290,37 @@ fn born_device_goes_with_the_namespace() {
 }
 
 #[test]
+fn rollback_keeps_the_namespace_while_the_device_cannot_go_back() {
+    let c = hook();
+    let (f, before) = host_for(&c);
+    f.fail("keeper.start", 1);
+    f.fail("link.move", 2);
+    assert!(up_any(&f, &c).is_err());
+    assert_eq!(
+        f.after_failure(),
+        [
+            "!keeper.start work",
+            "dns.remove work",
+            "!link.move tun0 work->host as tun0"
+        ]
+    );
+    {
+        let w = f.world.borrow();
+        assert!(w.namespaces.contains("work"));
+        assert!(
+            w.links
+                .contains_key(&(Some("work".to_owned()), "tun0".to_owned()))
+        );
+        assert!(w.states["work"].creating, "the intent record names it");
+    }
+    // Down finishes it from the intent record.
+    block_on(down(&f, &c)).unwrap();
+    let mut w = f.world.borrow().clone();
+    w.links.values_mut().for_each(|l| l.up = false);
+    assert_eq!(w, before);
+}
+
+#[test]
 fn host_mode_rollback_removes_routes_then_addresses() {
     let c = conn("type = \"openvpn\"\nnetns-isolate = false\n");
     let (f, before) = host_for(&c);
@@ -481,16 +512,43 @@ fn down_reports_every_failure() {
     let c = hook();
     let (f, _) = host_for(&c);
     up_any(&f, &c).unwrap();
-    f.fail("link.move", 2);
+    f.fail("route.del", 1);
     f.fail("dns.remove", 1);
     let err = block_on(down(&f, &c)).unwrap_err();
     let LifecycleError::Errors(ErrorList(all)) = &err else {
         panic!("every failure reported: {err}");
     };
     assert_eq!(all.len(), 2, "{err}");
-    // The namespace went all the same; the record stays for the next down.
-    assert!(f.world.borrow().namespaces.is_empty());
-    assert!(f.world.borrow().states.contains_key("work"));
+    // The device went back and the namespace went all the same; the record stays for
+    // the next down.
+    let w = f.world.borrow();
+    assert!(w.namespaces.is_empty());
+    assert!(w.links.contains_key(&(None, "tun0".to_owned())));
+    assert!(w.states.contains_key("work"));
+}
+
+#[test]
+fn down_keeps_the_namespace_while_the_device_cannot_go_back() {
+    let c = hook();
+    let (f, before) = host_for(&c);
+    up_any(&f, &c).unwrap();
+    f.fail("link.move", 2);
+    let err = block_on(down(&f, &c)).unwrap_err();
+    assert!(err.to_string().contains("cannot configure tun0"), "{err}");
+    {
+        // Deleting the namespace would destroy the VPN's device: nothing else goes.
+        let w = f.world.borrow();
+        assert!(w.namespaces.contains("work") && w.dns.contains("work"));
+        assert!(
+            w.links
+                .contains_key(&(Some("work".to_owned()), "tun0".to_owned()))
+        );
+        assert!(w.states["work"].up);
+    }
+    block_on(down(&f, &c)).unwrap();
+    let mut w = f.world.borrow().clone();
+    w.links.values_mut().for_each(|l| l.up = false);
+    assert_eq!(w, before);
 }
 
 #[test]
@@ -506,4 +564,49 @@ fn persistent_down_keeps_namespace_and_a_kept_record() {
     assert!(w.namespaces.contains("work") && w.nat.is_empty() && w.forwarding.is_empty());
     assert!(!w.states["work"].up && !w.states["work"].creating);
     assert!(!w.plain.contains_key("work"));
+}
+
+/// Every change down makes, for every kind, failed in turn: down reports it, and the
+/// next down finishes the job (the record stayed to say what was left).
+#[test]
+fn every_failed_step_of_down_is_finished_by_the_next_down() {
+    for c in [
+        hook(),
+        routed(),
+        macvlan(false),
+        conn("type = \"openvpn\"\nnetns-isolate = false\n"),
+    ] {
+        let (f, _) = host_for(&c);
+        up_any(&f, &c).unwrap();
+        let from = f.log.borrow().len();
+        block_on(down(&f, &c)).unwrap();
+        let ops: Vec<String> = f.log.borrow()[from..]
+            .iter()
+            .map(|l| l.split(' ').next().unwrap().to_owned())
+            .filter(|o| o != "keeper.stop" && o != "dhcp.release")
+            .collect();
+        assert!(!ops.is_empty());
+        for (i, op) in ops.iter().enumerate() {
+            let (f, before) = host_for(&c);
+            up_any(&f, &c).unwrap();
+            let done: usize = f
+                .log
+                .borrow()
+                .iter()
+                .filter(|l| l.split(' ').next() == Some(op))
+                .count();
+            let n = done + ops[..=i].iter().filter(|o| *o == op).count();
+            f.fail(op, n);
+            let when = format!("{}: down with {op} #{n} failing", c.kind);
+            assert!(block_on(down(&f, &c)).is_err(), "{when}");
+            assert!(f.world.borrow().states.contains_key("work"), "{when}");
+            block_on(down(&f, &c)).unwrap_or_else(|e| panic!("{when}, then down: {e}"));
+            let mut w = f.world.borrow().clone();
+            let mut before = before;
+            // A VPN's device comes back unconfigured but up; host mode leaves it up.
+            w.links.values_mut().for_each(|l| l.up = false);
+            before.links.values_mut().for_each(|l| l.up = false);
+            assert_eq!(w, before, "{when}, then down");
+        }
+    }
 }
