@@ -36,6 +36,7 @@ pub struct World {
     pub forwarding: BTreeSet<String>,
     pub nat: BTreeSet<String>,
     pub keepers: BTreeSet<u32>,
+    pub adopted: BTreeMap<String, Snapshot>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -425,10 +426,12 @@ impl Records for Fake {
         self.world.borrow_mut().plain.remove(conn);
         Ok(())
     }
-    fn load_adopted(&self, _conn: &str) -> Option<Snapshot> {
-        None
+    fn load_adopted(&self, conn: &str) -> Option<Snapshot> {
+        self.world.borrow().adopted.get(conn).cloned()
     }
-    fn forget_adopted(&self, _conn: &str) -> Result<(), StateError> {
+    fn forget_adopted(&self, conn: &str) -> Result<(), StateError> {
+        self.file("adopted.forget", conn.to_owned())?;
+        self.world.borrow_mut().adopted.remove(conn);
         Ok(())
     }
 }

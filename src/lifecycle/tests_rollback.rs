@@ -610,3 +610,45 @@ fn every_failed_step_of_down_is_finished_by_the_next_down() {
         }
     }
 }
+
+/// An adopted device: down hands it back and re-applies its snapshot on the host; with
+/// `Handback::Release` it stays inside, stripped, and goes with the namespace.
+#[test]
+fn adopted_device_is_handed_back_with_its_configuration() {
+    let c = conn("type = \"device\"\n");
+    let snap = crate::adopt::Snapshot {
+        device: "tun0".to_owned(),
+        mtu: Some(1400),
+        addresses: spec().addresses,
+        routes: spec().routes,
+        ifindex: None,
+        nm: None,
+    };
+    for handback in [Handback::Return, Handback::Release] {
+        let (f, _) = host_for(&c);
+        f.world
+            .borrow_mut()
+            .adopted
+            .insert("work".to_owned(), snap.clone());
+        let s = snap.spec(DnsSpec::default()).unwrap();
+        block_on(up(&f, &c, &s, Origin::Adopt, None)).unwrap();
+        let from = f.log.borrow().len();
+        block_on(down_with(&f, &c, handback)).unwrap();
+        let log = f.log.borrow()[from..].to_vec();
+        let w = f.world.borrow();
+        assert!(w.adopted.is_empty() && w.states.is_empty() && w.namespaces.is_empty());
+        let host = w.links.get(&(None, "tun0".to_owned()));
+        match handback {
+            Handback::Return => {
+                assert!(log.contains(&"link.move tun0 work->host as tun0".to_owned()));
+                let host = host.expect("back on the host");
+                assert_eq!(host.addresses, snap.addresses);
+                assert_eq!(host.routes, snap.routes);
+            }
+            Handback::Release => {
+                assert!(!log.iter().any(|l| l.starts_with("link.move")), "{log:?}");
+                assert!(host.is_none(), "released: gone with the namespace");
+            }
+        }
+    }
+}
