@@ -223,4 +223,6 @@ use up::Device;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
+mod tests_down;
+#[cfg(test)]
 mod tests_rollback;
