@@ -239,7 +239,9 @@ pub struct Connection {
     /// The file stem; also names /run/vpn-ns/<name>.lock.
     pub name: String,
     pub path: PathBuf,
-    pub kind: ConnectionType,
+    /// The type and the section that belongs to it: a section of another type cannot
+    /// be represented.
+    pub kind: Kind,
     pub uuid: Option<Uuid>,
     pub netns_isolate: bool,
     pub netns_persistent: bool,
@@ -249,14 +251,63 @@ pub struct Connection {
     /// `netns-isolate = false` only: pushed routes shorter than this prefix are refused
     /// (they would take over much of the host's table).
     pub host_routes_min_prefix: u8,
-    pub openvpn: Option<OpenVpnSection>,
-    pub wireguard: Option<WireGuardSection>,
-    pub macvlan: Option<MacvlanSection>,
-    pub routed: Option<RoutedSection>,
     pub dns: DnsOverride,
     pub exec: Option<ExecPolicy>,
     /// `[[publish]]` then `[[host-access]]` entries, in file order.
     pub forwards: Vec<crate::publish::Rule>,
+}
+
+/// A connection's type with its own section.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Kind {
+    /// `None`: hook mode only (the user starts OpenVPN); `vpn-ns up` needs the section.
+    OpenVpn(Option<OpenVpnSection>),
+    /// An absent `[wireguard]` is the defaults (a `wg-quick` hook connection).
+    WireGuard(WireGuardSection),
+    Device,
+    Macvlan(MacvlanSection),
+    Routed(RoutedSection),
+}
+
+impl Kind {
+    pub fn tag(&self) -> ConnectionType {
+        match self {
+            Self::OpenVpn(_) => ConnectionType::OpenVpn,
+            Self::WireGuard(_) => ConnectionType::WireGuard,
+            Self::Device => ConnectionType::Device,
+            Self::Macvlan(_) => ConnectionType::Macvlan,
+            Self::Routed(_) => ConnectionType::Routed,
+        }
+    }
+
+    pub fn macvlan(&self) -> Option<&MacvlanSection> {
+        match self {
+            Self::Macvlan(m) => Some(m),
+            _ => None,
+        }
+    }
+
+    pub fn routed(&self) -> Option<&RoutedSection> {
+        match self {
+            Self::Routed(r) => Some(r),
+            _ => None,
+        }
+    }
+
+    /// The files this connection names, which must be as trusted as the connection's.
+    fn named_files(&self) -> Option<&Path> {
+        match self {
+            Self::OpenVpn(Some(o)) => Some(&o.config),
+            Self::WireGuard(w) => w.config.as_deref(),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.tag().fmt(f)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -372,11 +423,7 @@ pub fn load(dir: &Path, name: &str) -> Result<Connection, ConfigError> {
     check_name(name, &path)?;
     let text = read_trusted(&path, name)?;
     let conn = parse(name, &path, &text)?;
-    let named = [
-        conn.openvpn.as_ref().map(|o| o.config.as_path()),
-        conn.wireguard.as_ref().and_then(|w| w.config.as_deref()),
-    ];
-    for p in named.into_iter().flatten() {
+    if let Some(p) = conn.kind.named_files() {
         trust::check_named(p)?;
     }
     tracing::debug!(path = %path.display(), kind = %conn.kind, netns = %conn.netns, "loaded connection");
@@ -432,33 +479,14 @@ pub fn load_all(dir: &Path) -> Result<Vec<Connection>, ConfigError> {
 pub fn parse(name: &str, path: &Path, text: &str) -> Result<Connection, ConfigError> {
     check_name(name, path)?;
     let doc = Document::new(path, text)?;
-    let raw: RawConnection = toml::from_str(text).map_err(|e| doc.error(e.span(), e.message()))?;
-    let Some(kind) = raw.kind else {
+    let mut raw: RawConnection =
+        toml::from_str(text).map_err(|e| doc.error(e.span(), e.message()))?;
+    let Some(tag) = raw.kind else {
         let message = format!("missing required key \"type\" ({TYPES})");
         return Err(doc.invalid(None, message));
     };
-    let sections = [
-        (ConnectionType::OpenVpn, raw.openvpn.is_some()),
-        (ConnectionType::WireGuard, raw.wireguard.is_some()),
-        (ConnectionType::Macvlan, raw.macvlan.is_some()),
-        (ConnectionType::Routed, raw.routed.is_some()),
-    ];
-    let misplaced = sections
-        .iter()
-        .find(|(owner, present)| *present && *owner != kind)
-        .map(|(owner, _)| owner.as_str());
-    if let Some(section) = misplaced {
-        let why =
-            format!("[{section}] is only for type = \"{section}\", this connection is \"{kind}\"");
-        return Err(doc.key_error(section, &why));
-    }
-    plain::check(
-        &doc,
-        kind,
-        raw.macvlan.as_ref(),
-        raw.routed.as_ref(),
-        raw.dns.as_ref(),
-    )?;
+    let kind = kind(&doc, tag, &mut raw)?;
+    plain::check(&doc, &kind, raw.dns.as_ref())?;
     let netns = match (raw.netns_name.unwrap_or(NetnsChoice::Name), &raw.uuid) {
         (NetnsChoice::Name, _) => name
             .parse()
@@ -491,13 +519,53 @@ pub fn parse(name: &str, path: &Path, text: &str) -> Result<Connection, ConfigEr
         host_routes_min_prefix: raw
             .host_routes_min_prefix
             .map_or(crate::cover::MIN_PREFIX, |p| p.0),
-        openvpn: raw.openvpn,
-        wireguard: raw.wireguard,
-        macvlan: raw.macvlan,
-        routed: raw.routed,
         dns: raw.dns.unwrap_or_default(),
         exec: raw.exec,
         forwards,
+    })
+}
+
+/// Takes the section that belongs to `tag` out of `raw`; any other section is an
+/// error at its key.
+fn kind(
+    doc: &Document<'_>,
+    tag: ConnectionType,
+    raw: &mut RawConnection,
+) -> Result<Kind, ConfigError> {
+    let sections = [
+        (ConnectionType::OpenVpn, raw.openvpn.is_some()),
+        (ConnectionType::WireGuard, raw.wireguard.is_some()),
+        (ConnectionType::Macvlan, raw.macvlan.is_some()),
+        (ConnectionType::Routed, raw.routed.is_some()),
+    ];
+    let misplaced = sections
+        .iter()
+        .find(|(owner, present)| *present && *owner != tag)
+        .map(|(owner, _)| owner.as_str());
+    if let Some(section) = misplaced {
+        let why =
+            format!("[{section}] is only for type = \"{section}\", this connection is \"{tag}\"");
+        return Err(doc.key_error(section, &why));
+    }
+    let missing = |section: &str, key: &str| {
+        let message =
+            format!("type = \"{section}\" needs a [{section}] section with {key} = \"<device>\"");
+        doc.invalid(None, message)
+    };
+    Ok(match tag {
+        ConnectionType::OpenVpn => Kind::OpenVpn(raw.openvpn.take()),
+        ConnectionType::WireGuard => Kind::WireGuard(raw.wireguard.take().unwrap_or_default()),
+        ConnectionType::Device => Kind::Device,
+        ConnectionType::Macvlan => Kind::Macvlan(
+            raw.macvlan
+                .take()
+                .ok_or_else(|| missing("macvlan", "parent"))?,
+        ),
+        ConnectionType::Routed => Kind::Routed(
+            raw.routed
+                .take()
+                .ok_or_else(|| missing("routed", "uplink"))?,
+        ),
     })
 }
 

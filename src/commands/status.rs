@@ -466,7 +466,7 @@ fn build(e: Entry, view: Option<&NsView>, processes: Vec<ProcOut>) -> ConnStatus
             .collect();
     }
     ConnStatus {
-        kind: e.conn.as_ref().map(|c| c.kind),
+        kind: e.conn.as_ref().map(|c| c.kind.tag()),
         uuid: e
             .conn
             .as_ref()
