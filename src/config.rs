@@ -254,7 +254,7 @@ pub struct Connection {
     pub dns: DnsOverride,
     pub exec: Option<ExecPolicy>,
     /// `[[publish]]` then `[[host-access]]` entries, in file order.
-    pub forwards: Vec<crate::publish::Rule>,
+    pub forwards: Vec<crate::forward::Rule>,
 }
 
 /// A connection's type with its own section.
@@ -500,10 +500,10 @@ pub fn parse(name: &str, path: &Path, text: &str) -> Result<Connection, ConfigEr
             ));
         }
     };
-    let mut forwards = publish::rules(&doc, crate::publish::Direction::Publish, raw.publish)?;
+    let mut forwards = publish::rules(&doc, crate::forward::Direction::Publish, raw.publish)?;
     forwards.extend(publish::rules(
         &doc,
-        crate::publish::Direction::HostAccess,
+        crate::forward::Direction::HostAccess,
         raw.host_access,
     )?);
     Ok(Connection {

@@ -340,6 +340,39 @@ pub struct NetworkSpec {
     pub dns: DnsSpec,
 }
 
+// What the kernel reports, as netlink reads it and verify checks it.
+
+/// What we need to know about a link.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Link {
+    pub index: u32,
+    pub name: String,
+    pub kind: Option<String>,
+    pub mtu: Option<u32>,
+    pub up: bool,
+    pub rx_bytes: u64,
+    pub tx_bytes: u64,
+}
+
+/// An address as the kernel reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AddrInfo {
+    pub index: u32,
+    pub local: IpNet,
+    pub peer: Option<IpAddr>,
+}
+
+/// A main-table route as the kernel reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteInfo {
+    pub dest: IpNet,
+    pub gateway: Option<IpAddr>,
+    pub oif: Option<u32>,
+    pub metric: Option<u32>,
+    /// Kernel-made routes (prefix routes of addresses, local table entries) are not ours.
+    pub scope_link_or_host: bool,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

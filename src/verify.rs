@@ -10,8 +10,8 @@ use std::net::IpAddr;
 
 use serde::Serialize;
 
-use crate::netlink::{AddrInfo, Link, RouteInfo};
 use crate::spec::IpNet;
+use crate::spec::{AddrInfo, Link, RouteInfo};
 
 pub const STATE: &str = "state";
 pub const LINKS: &str = "links";
