@@ -106,11 +106,6 @@ fn opt_v4<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Ipv4Addr>, D::Error>
     }
 }
 
-/// True when `ip` lies inside `net`.
-pub fn contains(net: &IpNet, ip: IpAddr) -> bool {
-    IpNet::new(ip, net.prefix()).is_ok_and(|n| n.network() == net.network())
-}
-
 /// Checks that only make sense across keys: static addressing versus DHCP, where DNS
 /// comes from.
 pub(super) fn check(
@@ -147,7 +142,7 @@ pub(super) fn check(
             }
             (false, Some(a)) => {
                 if let Some(g) = m.gateway
-                    && (!contains(&a, IpAddr::V4(g)) || a.addr() == IpAddr::V4(g))
+                    && (!a.contains(IpAddr::V4(g)) || a.addr() == IpAddr::V4(g))
                 {
                     return Err(doc.key_error(
                         "macvlan.gateway",
