@@ -388,6 +388,50 @@ mod tests {
         assert_eq!(resolve("nothing::here", &known), "");
     }
 
+    /// A tree with one upward import, one cycle in a layer, one excepted cycle
+    /// (lifecycle, adopt) and a module with no layer: each is reported, nothing else.
+    #[test]
+    fn violations_cycles_and_unplaced_modules() {
+        let src = std::env::temp_dir().join(format!("xtask-layers-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&src);
+        std::fs::create_dir_all(src.join("keeper")).unwrap();
+        let files = [
+            ("lib.rs", "pub mod spec;"),
+            (
+                "spec.rs",
+                "use crate::commands::UsageError; // crate::exec in a comment",
+            ),
+            (
+                "commands.rs",
+                "use crate::{spec::X, keeper::control::query};",
+            ),
+            ("netns.rs", "fn f() { crate::state::load(); }"),
+            ("state.rs", "use crate::netns;"),
+            ("lifecycle.rs", "use crate::adopt::restore;"),
+            ("adopt.rs", "use crate::lifecycle::LifecycleError;"),
+            ("keeper.rs", "use crate::state::State;"),
+            ("keeper/control.rs", "use crate::keeper::spawn;"),
+            ("newthing.rs", ""),
+        ];
+        for (f, text) in files {
+            std::fs::write(src.join(f), text).unwrap();
+        }
+        let mut got = check(&src).unwrap();
+        got.sort();
+        std::fs::remove_dir_all(&src).unwrap();
+        assert_eq!(got.len(), 4, "{got:#?}");
+        assert!(got[0].ends_with("module newthing has no layer: add it to LAYERS"));
+        assert!(
+            got[1].ends_with(
+                "spec.rs:1: spec (layer 0) names crate::commands::UsageError (commands, layer 4)"
+            ),
+            "{got:#?}"
+        );
+        // The upward import above is also half of a cycle.
+        assert_eq!(got[2], "import cycle: commands <-> spec");
+        assert_eq!(got[3], "import cycle: netns <-> state");
+    }
+
     #[test]
     fn module_names() {
         let src = Path::new("/s");
