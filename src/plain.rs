@@ -20,7 +20,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
 
-use crate::config::{Connection, ConnectionType};
+use crate::config::{Connection, Kind};
 use crate::netns;
 use crate::spec::IpNet;
 use crate::state::{self, Origin, State, StateError};
@@ -102,9 +102,9 @@ pub fn uplink_note(st: &State) -> Option<String> {
 /// For `check`: the host device a macvlan or routed connection needs, if it is missing
 /// from the calling thread's namespace (the host's, for the main thread).
 pub fn host_device_problem(conn: &Connection) -> Option<String> {
-    let (what, dev) = match (&conn.macvlan, &conn.routed) {
-        (Some(m), _) => ("parent", m.parent.as_str()),
-        (_, Some(r)) => ("uplink", r.uplink.as_str()),
+    let (what, dev) = match &conn.kind {
+        Kind::Macvlan(m) => ("parent", m.parent.as_str()),
+        Kind::Routed(r) => ("uplink", r.uplink.as_str()),
         _ => return None,
     };
     match nix::net::if_::if_nametoindex(dev) {
@@ -116,8 +116,8 @@ pub fn host_device_problem(conn: &Connection) -> Option<String> {
 }
 
 /// True for the connection types this module brings up.
-pub fn handles(kind: ConnectionType) -> bool {
-    matches!(kind, ConnectionType::Macvlan | ConnectionType::Routed)
+pub fn handles(kind: &Kind) -> bool {
+    matches!(kind, Kind::Macvlan(_) | Kind::Routed(_))
 }
 
 /// A DHCP exchange on `dev` inside `ns_file`, with the connection's MAC address.

@@ -11,7 +11,7 @@ use super::edges::{At, Edges};
 use super::journal::{Journal, Undo};
 use super::up::{self, Device};
 use super::{LifecycleError, UpReport};
-use crate::config::{Connection, ConnectionType, MacvlanSection, RoutedSection};
+use crate::config::{Connection, Kind, MacvlanSection, RoutedSection};
 use crate::fault;
 use crate::netlink::Link;
 use crate::plain::{Record, links};
@@ -25,12 +25,13 @@ enum Section<'a> {
 }
 
 fn section(conn: &Connection) -> Result<Section<'_>, LifecycleError> {
-    match (conn.kind, &conn.macvlan, &conn.routed) {
-        (ConnectionType::Macvlan, Some(m), _) => Ok(Section::Macvlan(m)),
-        (ConnectionType::Routed, _, Some(r)) => Ok(Section::Routed(r)),
-        (k, _, _) => Err(LifecycleError::Refused(format!(
-            "connection {}: type \"{k}\" has no [macvlan] or [routed] section",
-            conn.name
+    match &conn.kind {
+        Kind::Macvlan(m) => Ok(Section::Macvlan(m)),
+        Kind::Routed(r) => Ok(Section::Routed(r)),
+        k => Err(LifecycleError::Refused(format!(
+            "connection {}: type \"{}\" is not an uplink type",
+            conn.name,
+            k.tag()
         ))),
     }
 }

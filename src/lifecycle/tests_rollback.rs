@@ -56,7 +56,7 @@ pub(super) fn spec() -> NetworkSpec {
 /// A fake host with the kind's host device; its world before anything happens.
 pub(super) fn host_for(c: &Connection) -> (Fake, World) {
     let f = Fake::new();
-    f.host_link(match c.kind {
+    f.host_link(match c.kind.tag() {
         crate::config::ConnectionType::Routed => "wan0",
         crate::config::ConnectionType::Macvlan => "lan0",
         _ => "tun0",
@@ -66,7 +66,7 @@ pub(super) fn host_for(c: &Connection) -> (Fake, World) {
 }
 
 pub(super) fn up_any(f: &Fake, c: &Connection) -> Result<(), LifecycleError> {
-    match c.kind {
+    match c.kind.tag() {
         crate::config::ConnectionType::Routed | crate::config::ConnectionType::Macvlan => {
             block_on(up_plain(f, c)).map(drop)
         }
