@@ -4,8 +4,8 @@
 //! the call. Down (down.rs) undoes what the record says, going on past failures.
 //!
 //! What differs between kinds is how the device comes to be in the namespace
-//! (`Device`): a VPN's device waited for in the host and moved in, a device made in
-//! place by the caller (born.rs), or the uplink kinds' macvlan/veth (plain.rs).
+//! (`Device`): a VPN's device waited for in the host and moved in, WireGuard's devices
+//! that native up makes (wg.rs), or the uplink kinds' macvlan/veth (plain.rs).
 
 use std::net::IpAddr;
 
@@ -67,6 +67,9 @@ pub enum LifecycleError {
     },
     #[error(transparent)]
     Netlink(#[from] NetlinkError),
+    /// A WireGuard device or the process serving it (the errors live above this layer).
+    #[error(transparent)]
+    WireGuard(anyhow::Error),
     #[error("cannot write DNS files for namespace \"{ns}\"")]
     Dns {
         ns: NetnsName,
@@ -126,6 +129,8 @@ pub struct UpReport {
     pub routes: usize,
     pub dns_servers: usize,
     pub reused: bool,
+    /// The process serving the device, when up started one (WireGuard).
+    pub vpn: Option<ProcId>,
 }
 
 impl UpReport {
@@ -202,23 +207,25 @@ pub async fn up<E: Edges>(
         .report)
 }
 
-mod born;
 mod down;
 pub mod edges;
 #[cfg(test)]
 mod fake;
+#[cfg(test)]
+mod fake_wg;
 mod handback;
 pub mod journal;
 mod plain;
 mod up;
+mod wg;
 
-pub use born::{MakeDevice, up_in_place};
 pub use down::{DownReport, Handback, down, down_with};
-pub use edges::{At, Edges, Supervisor, SupervisorError, System};
+pub use edges::{At, Edges, Supervisor, SupervisorError, System, WgDevices};
 pub use handback::restore_adopted;
 pub use journal::ErrorList;
 pub use plain::{PlainUpReport, up_plain};
 use up::Device;
+pub use wg::up_wireguard;
 
 #[cfg(test)]
 mod tests;
@@ -226,3 +233,5 @@ mod tests;
 mod tests_down;
 #[cfg(test)]
 mod tests_rollback;
+#[cfg(test)]
+mod tests_wg;

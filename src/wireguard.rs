@@ -7,6 +7,7 @@ pub mod kernel;
 pub mod key;
 pub mod parse;
 pub mod peers;
+pub mod steps;
 pub mod uapi;
 
 #[cfg(test)]

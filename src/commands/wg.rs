@@ -2,24 +2,23 @@
 //! device itself) and `vpn-ns hook wg-quick up|down` (wg-quick does, vpn-ns moves it).
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, ExitCode};
-use std::time::Duration;
+use std::process::ExitCode;
 
 use anyhow::{Context as _, bail};
 use nix::sys::signal::{SigSet, Signal};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::Pid;
 
 use crate::cli::{GlobalArgs, WgAction};
 use crate::commands::{UsageError, config_dir, runtime};
-use crate::config::{self, Connection, Kind, WgBackend, WireGuardSection};
+use crate::config::{self, Connection, Kind, WireGuardSection};
 use crate::lifecycle::{self, UpReport};
 use crate::netlink::Netlink;
 use crate::procs::ProcId;
-use crate::spec::{InterfaceName, NetnsName};
+use crate::spec::InterfaceName;
 use crate::state::{self, Origin};
-use crate::wireguard::{self, WgConfig, device, kernel, uapi};
-
-/// How long a userspace implementation gets to exit after SIGTERM.
-pub(super) const STOP_TIMEOUT: Duration = Duration::from_secs(5);
+use crate::wireguard::steps::{self, STOP_TIMEOUT};
+use crate::wireguard::{self, WgConfig, device, kernel};
 
 /// The connection and its `[wireguard]` section (the defaults when the file has none).
 fn load_wg_conn(
@@ -59,12 +58,6 @@ fn iface_from_path(path: &Path) -> Result<InterfaceName, UsageError> {
                 path.display()
             ))
         })
-}
-
-/// The running device made by `up`, for rollback and `--foreground`.
-pub(super) enum Made {
-    Userspace(Child),
-    Kernel,
 }
 
 pub fn up(g: &GlobalArgs, conn_name: &str, foreground: bool) -> anyhow::Result<ExitCode> {
@@ -128,7 +121,7 @@ pub fn up(g: &GlobalArgs, conn_name: &str, foreground: bool) -> anyhow::Result<E
     }
     let endpoints = wireguard::resolve_endpoints(&cfg)
         .with_context(|| format!("connection {conn_name}: cannot resolve the peers"))?;
-    let (report, made) = rt
+    let report = rt
         .block_on(native_up(&conn, &section, &cfg, &iface, &endpoints))
         .with_context(|| format!("connection {conn_name}: up failed, changes rolled back"))?;
     report.log(conn_name);
@@ -143,21 +136,21 @@ pub fn up(g: &GlobalArgs, conn_name: &str, foreground: bool) -> anyhow::Result<E
     let Some(signals) = signals else {
         return Ok(ExitCode::SUCCESS);
     };
-    let mut child = match made {
-        Made::Userspace(c) => Some(c),
-        Made::Kernel => None,
-    };
+    // Our child (wireguard-go, the built-in data plane), reaped here when it exits.
+    let mut child = report.vpn.map(|v| Pid::from_raw(v.pid as i32));
     loop {
         let sig = signals.wait().context("cannot wait for signals")?;
         if sig != Signal::SIGCHLD {
             tracing::info!("{conn_name}: {sig}, taking the connection down");
             break;
         }
-        if let Some(c) = &mut child
-            && let Ok(Some(status)) = c.try_wait()
+        if let Some(pid) = child
+            && let Ok(status) = waitpid(pid, Some(WaitPidFlag::WNOHANG))
+            && status != WaitStatus::StillAlive
         {
             tracing::warn!(
-                "{conn_name}: the WireGuard process exited ({status}); taking the connection down"
+                "{conn_name}: the WireGuard process exited ({}); taking the connection down",
+                exit_text(status)
             );
             child = None;
             break;
@@ -165,11 +158,20 @@ pub fn up(g: &GlobalArgs, conn_name: &str, foreground: bool) -> anyhow::Result<E
     }
     let _lock = state::lock(&conn.name)?;
     let r = rt.block_on(native_down(&conn));
-    if let Some(mut c) = child {
-        let _ = c.wait();
+    if let Some(pid) = child {
+        let _ = waitpid(pid, None);
     }
     r.with_context(|| format!("connection {conn_name}: down failed"))?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// As std's `ExitStatus` prints it.
+fn exit_text(s: WaitStatus) -> String {
+    match s {
+        WaitStatus::Exited(_, code) => format!("exit status: {code}"),
+        WaitStatus::Signaled(_, sig, _) => format!("signal: {} ({sig})", sig as i32),
+        other => format!("{other:?}"),
+    }
 }
 
 /// A stop signal that arrived (blocked) while up ran.
@@ -197,13 +199,15 @@ fn origin_name(o: Origin) -> &'static str {
     }
 }
 
+/// Checks that the device does not exist yet, works out the MTU and the spec, then
+/// brings the connection up through the lifecycle, which makes the device.
 async fn native_up(
     conn: &Connection,
     section: &WireGuardSection,
     cfg: &WgConfig,
     iface: &InterfaceName,
     endpoints: &[Option<std::net::SocketAddr>],
-) -> anyhow::Result<(UpReport, Made)> {
+) -> anyhow::Result<UpReport> {
     let host = Netlink::connect(None)?;
     if host.link(iface.as_str()).await?.is_some() {
         bail!(
@@ -236,82 +240,16 @@ async fn native_up(
     // Default routes are in the spec already, per family, only where AllowedIPs ask.
     let mut c = conn.clone();
     c.default_route = false;
-    if section.backend != WgBackend::Userspace {
-        // Kernel and built-in devices are born in the namespace: no move.
-        return super::wg_inplace::up(&c, section.backend, cfg, iface, endpoints, &spec).await;
-    }
-    let made = start_wireguard_go(conn, section, iface)
-        .inspect_err(|_| device::clear_starting(&conn.name))?;
-    let pid = match &made {
-        Made::Userspace(c) => crate::procs::ProcId::of(c.id()),
-        Made::Kernel => None,
+    let devices = steps::Devices {
+        cfg,
+        endpoints,
+        program: &section.userspace,
     };
-    let res = async {
-        let req = uapi::set_request(cfg, endpoints);
-        uapi::set(&uapi::socket_path(iface.as_str()), &req, conn.netns_timeout)
-            .with_context(|| format!("cannot configure {iface}"))?;
-        Ok::<_, anyhow::Error>(
-            lifecycle::up(&crate::keeper::system(), &c, &spec, Origin::Wireguard, pid).await?,
-        )
-    }
-    .await;
-    match res {
-        Ok(report) => {
-            device::clear_starting(&conn.name);
-            Ok((report, made))
-        }
-        Err(e) => {
-            destroy(made, iface.as_str(), None).await;
-            device::clear_starting(&conn.name);
-            Err(e)
-        }
-    }
-}
-
-/// Starts the external userspace program, which creates its tun in the host namespace
-/// (the lifecycle then moves it).
-fn start_wireguard_go(
-    conn: &Connection,
-    section: &WireGuardSection,
-    iface: &InterfaceName,
-) -> anyhow::Result<Made> {
-    device::ensure_log_dir()?;
-    let us = device::start_userspace(
-        &section.userspace,
-        iface.as_str(),
-        &device::log_path(&conn.name),
-        conn.netns_timeout,
-        &conn.name,
-    )?;
-    tracing::debug!(
-        "{} (pid {}) serves {iface} at {}",
-        section.userspace,
-        us.child.id(),
-        us.socket.display()
-    );
-    Ok(Made::Userspace(us.child))
-}
-
-/// Undoes what up made: stops the process, or deletes the kernel link (in `ns` when it
-/// still exists, else in the host namespace).
-pub(super) async fn destroy(made: Made, iface: &str, ns: Option<&NetnsName>) {
-    match made {
-        Made::Userspace(mut child) => {
-            // Our unreaped child: its identity is still its own.
-            if let Some(id) = ProcId::of(child.id()) {
-                device::stop_userspace(id, iface, STOP_TIMEOUT);
-            }
-            let _ = child.wait();
-        }
-        Made::Kernel => {
-            let f = ns
-                .filter(|n| crate::netns::exists(n))
-                .and_then(|n| crate::netns::open(n).ok());
-            if let Err(e) = kernel::delete(iface, f.as_ref()).await {
-                tracing::error!("rollback: cannot delete {iface}: {e}");
-            }
-        }
-    }
+    let system = crate::keeper::system().with_wireguard(&devices);
+    let res = lifecycle::up_wireguard(&system, &c, &spec, section.backend).await;
+    // Recorded in the state now, or stopped by the rollback.
+    device::clear_starting(&conn.name);
+    Ok(res?)
 }
 
 pub fn down(g: &GlobalArgs, conn_name: &str) -> anyhow::Result<ExitCode> {

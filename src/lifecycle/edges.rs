@@ -1,7 +1,7 @@
 //! The seams between the lifecycle engine and the system: netlink (`Net`), named
 //! namespaces (`Namespaces`), the files under `/run/vpn-ns` and `/etc/netns`
-//! (`Records`), the host-side plumbing of uplink kinds (`Uplink`) and the keeper
-//! (`Supervisor`). `System` is the real thing, kept thin: every method is one call
+//! (`Records`), the host-side plumbing of uplink kinds (`Uplink`), the keeper
+//! (`Supervisor`) and the WireGuard devices vpn-ns makes itself (`WgDevices`). `System` is the real thing, kept thin: every method is one call
 //! into the module that owns the operation. Unit tests drive the engine over an
 //! in-memory fake (`fake.rs`) that can fail any operation.
 //!
@@ -13,6 +13,8 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::rc::Rc;
 use std::time::Duration;
+
+use futures::future::LocalBoxFuture;
 
 use crate::adopt::{self, Snapshot};
 use crate::config::{Connection, MacvlanMode};
@@ -135,13 +137,43 @@ pub trait Supervisor {
     fn discard(&self, conn: &str, k: ProcId);
 }
 
+/// The WireGuard devices of native up: the processes serving them (wireguard-go, the
+/// built-in data plane) and kernel links. Their code and the peers' configuration live
+/// above the lifecycle, which decides what to make and journals how to undo it.
+pub trait WgDevices {
+    /// Starts the external userspace program, which makes `iface` in the host namespace;
+    /// returns once its UAPI socket answers.
+    fn start_userspace(&self, conn: &Connection, iface: &str) -> anyhow::Result<ProcId>;
+    /// Sets the peers' configuration over the UAPI socket of `iface`.
+    fn configure_userspace(&self, conn: &Connection, iface: &str) -> anyhow::Result<()>;
+    /// A kernel WireGuard link born in `at`; `Ok(false)` when the kernel has no
+    /// WireGuard module.
+    fn create_kernel<'a>(
+        &'a self,
+        at: At<'a>,
+        iface: &'a str,
+    ) -> LocalBoxFuture<'a, anyhow::Result<bool>>;
+    fn configure_kernel(&self, at: At<'_>, iface: &str) -> anyhow::Result<()>;
+    /// Deletes the kernel link `iface` of `at`, if it exists.
+    fn delete_kernel<'a>(
+        &'a self,
+        at: At<'a>,
+        iface: &'a str,
+    ) -> LocalBoxFuture<'a, anyhow::Result<()>>;
+    /// Starts the built-in data plane with its tun born in `at`; returns once it serves.
+    fn start_builtin(&self, conn: &Connection, at: At<'_>, iface: &str) -> anyhow::Result<ProcId>;
+    /// Stops process `id` serving `iface` (if it still is that process) and reaps it.
+    fn stop_device(&self, id: ProcId, iface: &str);
+}
+
 /// Everything the engine needs.
-pub trait Edges: Net + Namespaces + Records + Uplink + Supervisor {}
-impl<T: Net + Namespaces + Records + Uplink + Supervisor> Edges for T {}
+pub trait Edges: Net + Namespaces + Records + Uplink + Supervisor + WgDevices {}
+impl<T: Net + Namespaces + Records + Uplink + Supervisor + WgDevices> Edges for T {}
 
 /// The real system, with the keeper supplied by the layer above.
 pub struct System<'a> {
     keeper: &'a dyn Supervisor,
+    wg: Option<&'a dyn WgDevices>,
     sockets: RefCell<HashMap<Option<NetnsName>, Rc<Netlink>>>,
 }
 
@@ -149,8 +181,20 @@ impl<'a> System<'a> {
     pub fn new(keeper: &'a dyn Supervisor) -> Self {
         System {
             keeper,
+            wg: None,
             sockets: RefCell::default(),
         }
+    }
+
+    /// With the WireGuard devices of one native up (they carry its configuration).
+    pub fn with_wireguard(mut self, wg: &'a dyn WgDevices) -> Self {
+        self.wg = Some(wg);
+        self
+    }
+
+    fn wg(&self) -> anyhow::Result<&'a dyn WgDevices> {
+        self.wg
+            .ok_or_else(|| anyhow::anyhow!("no WireGuard configuration was given to this up"))
     }
 
     /// One socket per namespace, made on first use (inside a tokio runtime).
@@ -366,5 +410,46 @@ impl Supervisor for System<'_> {
     }
     fn discard(&self, conn: &str, k: ProcId) {
         self.keeper.discard(conn, k)
+    }
+}
+
+impl WgDevices for System<'_> {
+    fn start_userspace(&self, conn: &Connection, iface: &str) -> anyhow::Result<ProcId> {
+        self.wg()?.start_userspace(conn, iface)
+    }
+    fn configure_userspace(&self, conn: &Connection, iface: &str) -> anyhow::Result<()> {
+        self.wg()?.configure_userspace(conn, iface)
+    }
+    fn create_kernel<'a>(
+        &'a self,
+        at: At<'a>,
+        iface: &'a str,
+    ) -> LocalBoxFuture<'a, anyhow::Result<bool>> {
+        match self.wg() {
+            Ok(w) => w.create_kernel(at, iface),
+            Err(e) => Box::pin(std::future::ready(Err(e))),
+        }
+    }
+    fn configure_kernel(&self, at: At<'_>, iface: &str) -> anyhow::Result<()> {
+        self.wg()?.configure_kernel(at, iface)
+    }
+    fn delete_kernel<'a>(
+        &'a self,
+        at: At<'a>,
+        iface: &'a str,
+    ) -> LocalBoxFuture<'a, anyhow::Result<()>> {
+        match self.wg() {
+            Ok(w) => w.delete_kernel(at, iface),
+            Err(e) => Box::pin(std::future::ready(Err(e))),
+        }
+    }
+    fn start_builtin(&self, conn: &Connection, at: At<'_>, iface: &str) -> anyhow::Result<ProcId> {
+        self.wg()?.start_builtin(conn, at, iface)
+    }
+    fn stop_device(&self, id: ProcId, iface: &str) {
+        match self.wg() {
+            Ok(w) => w.stop_device(id, iface),
+            Err(e) => tracing::error!("cannot stop pid {} serving {iface}: {e}", id.pid),
+        }
     }
 }

@@ -37,6 +37,8 @@ pub struct World {
     pub nat: BTreeSet<String>,
     pub keepers: BTreeSet<u32>,
     pub adopted: BTreeMap<String, Snapshot>,
+    /// WireGuard processes (pid -> the interface each serves).
+    pub processes: BTreeMap<u32, String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -57,16 +59,18 @@ pub struct Fake {
     calls: RefCell<BTreeMap<String, usize>>,
     next_index: RefCell<u32>,
     pub lease: Option<Lease>,
+    /// Whether the kernel has a WireGuard module.
+    pub kernel_wg: bool,
 }
 
-fn place(at: At<'_>) -> Place {
+pub(super) fn place(at: At<'_>) -> Place {
     match at {
         At::Host => None,
         At::Ns(n) => Some(n.to_string()),
     }
 }
 
-fn name_of(at: At<'_>) -> String {
+pub(super) fn name_of(at: At<'_>) -> String {
     place(at).unwrap_or_else(|| "host".to_owned())
 }
 
@@ -86,13 +90,7 @@ impl Fake {
         self.add_link(None, name);
     }
 
-    /// A link made inside namespace `ns` (as a `MakeDevice` would).
-    pub fn ns_link(&self, ns: &str, name: &str) {
-        self.call("born", format!("{ns} {name}"));
-        self.add_link(Some(ns.to_owned()), name);
-    }
-
-    fn add_link(&self, p: Place, name: &str) {
+    pub(super) fn add_link(&self, p: Place, name: &str) {
         let mut i = self.next_index.borrow_mut();
         *i += 1;
         self.world.borrow_mut().links.insert(
@@ -111,7 +109,7 @@ impl Fake {
 
     /// Counts a call of `op`; `true` when it is to fail. Logged either way, a failed
     /// call with a `!`.
-    fn call(&self, op: &str, detail: String) -> bool {
+    pub(super) fn call(&self, op: &str, detail: String) -> bool {
         let mut calls = self.calls.borrow_mut();
         let n = calls.entry(op.to_owned()).or_default();
         *n += 1;

@@ -41,6 +41,13 @@ pub enum Undo {
     Nat,
     Dns(NetnsName),
     Keeper(ProcId),
+    /// A process serving the device (wireguard-go, the built-in data plane): stopped.
+    Process(ProcId, String),
+    /// A kernel WireGuard link, inside the namespace or (`host`) in the host's.
+    KernelLink {
+        iface: String,
+        host: bool,
+    },
 }
 
 impl Undo {
@@ -156,6 +163,15 @@ async fn undo<E: Edges>(e: &E, j: &Journal, step: &Undo, errs: &mut ErrorList) {
     let ns = &j.netns;
     match step {
         Undo::Keeper(k) => e.discard(conn, *k),
+        Undo::Process(id, iface) => e.stop_device(*id, iface),
+        Undo::KernelLink { iface, host } => {
+            let at = if *host { At::Host } else { At::Ns(ns) };
+            errs.keep(
+                e.delete_kernel(at, iface)
+                    .await
+                    .map_err(LifecycleError::WireGuard),
+            );
+        }
         Undo::Dns(n) => {
             errs.keep(e.remove_dns(n).map_err(|source| LifecycleError::Dns {
                 ns: n.clone(),

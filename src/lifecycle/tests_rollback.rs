@@ -254,41 +254,6 @@ fn rollback_goes_on_past_a_failed_undo_and_keeps_the_owner() {
 }
 
 #[test]
-fn born_device_goes_with_the_namespace() {
-    let c = conn("type = \"wireguard\"\n");
-    let f = Fake::new();
-    f.fail("route.add", 1);
-    let make: MakeDevice<'_> = Box::new(|_ns| {
-        Box::pin(async {
-            f.ns_link("work", "tun0");
-            Ok(None)
-        })
-    });
-    let r = block_on(up_in_place(&f, &c, &spec(), Origin::Wireguard, make));
-    assert!(r.is_err());
-    let log = f.log.borrow();
-    assert_eq!(
-        log[..3],
-        [
-            "state.save work intent",
-            "netns.create work",
-            "link.up work lo"
-        ]
-    );
-    // Made inside: no move, and nothing to hand back; it goes with the namespace.
-    assert_eq!(log[3], "born work tun0");
-    assert_eq!(
-        f.after_failure(),
-        [
-            "!route.add work tun0 203.0.113.0/24",
-            "netns.delete work",
-            "state.remove work"
-        ]
-    );
-    assert_eq!(*f.world.borrow(), World::default());
-}
-
-#[test]
 fn rollback_keeps_the_namespace_while_the_device_cannot_go_back() {
     let c = hook();
     let (f, before) = host_for(&c);

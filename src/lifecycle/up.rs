@@ -5,8 +5,8 @@
 use super::edges::{At, Edges};
 use super::journal::{Journal, Undo, rollback};
 use super::plain::{self as uplink, Plan};
-use super::{LifecycleError, MakeDevice, UpReport, effective_dns, routes_for};
-use crate::config::Connection;
+use super::{LifecycleError, UpReport, effective_dns, routes_for};
+use crate::config::{Connection, WgBackend};
 use crate::fault;
 use crate::netlink::{Link, NetlinkError};
 use crate::procs::ProcId;
@@ -14,11 +14,13 @@ use crate::spec::{DnsSpec, NetworkSpec, Route};
 use crate::state::{self, Origin, State};
 
 /// How the connection's device comes to be in its namespace: the kind's step.
-pub enum Device<'a> {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Device {
     /// A VPN's device: waited for in the host namespace and moved in.
     Move,
-    /// Made inside by the caller (born.rs).
-    Born(MakeDevice<'a>),
+    /// Made by native up (wg.rs): wireguard-go's started, then moved in; a kernel
+    /// link's or the built-in data plane's born inside.
+    WireGuard(WgBackend),
     /// The uplink kinds: a macvlan or veth made from the connection's section.
     Plain,
 }
@@ -35,8 +37,8 @@ pub async fn run<E: Edges>(
     conn: &Connection,
     spec: &NetworkSpec,
     origin: Origin,
-    vpn: Option<ProcId>,
-    device: Device<'_>,
+    mut vpn: Option<ProcId>,
+    mut device: Device,
 ) -> Result<Upped, LifecycleError> {
     let mut j = Journal::new(&conn.name, &conn.netns);
     fault::point("up:after-lock");
@@ -54,10 +56,22 @@ pub async fn run<E: Edges>(
         });
     }
     let isolated = conn.netns_isolate || matches!(device, Device::Plain);
-    let res = match isolated {
-        true => up_isolated(e, conn, spec, prior, origin, vpn, device, &mut j).await,
-        false => up_host(e, conn, spec, prior, origin, vpn, device, &mut j).await,
-    };
+    let res = async {
+        if device == Device::WireGuard(WgBackend::Userspace) {
+            vpn = Some(super::wg::start_userspace(
+                e,
+                conn,
+                spec.device.as_str(),
+                &mut j,
+            )?);
+            device = Device::Move;
+        }
+        match isolated {
+            true => up_isolated(e, conn, spec, prior, origin, vpn, device, &mut j).await,
+            false => up_host(e, conn, spec, prior, origin, vpn, device, &mut j).await,
+        }
+    }
+    .await;
     match res {
         Ok(u) => Ok(u),
         Err(err) => {
@@ -81,7 +95,7 @@ async fn up_isolated<E: Edges>(
     prior: Option<State>,
     origin: Origin,
     mut vpn: Option<ProcId>,
-    device: Device<'_>,
+    device: Device,
     j: &mut Journal,
 ) -> Result<Upped, LifecycleError> {
     let ns = &conn.netns;
@@ -150,15 +164,9 @@ async fn up_isolated<E: Edges>(
         (&made, link, false, conn.default_route && gw)
     } else {
         let dev = spec.device.as_str();
-        let born = matches!(device, Device::Born(_));
-        if let Device::Born(make) = device {
-            let f = e.open(ns).map_err(|source| LifecycleError::OpenNetns {
-                ns: ns.clone(),
-                source,
-            })?;
-            vpn = super::born::make_device(make, &f, dev, ns.as_str())
-                .await?
-                .and_then(ProcId::of);
+        let born = matches!(device, Device::WireGuard(_));
+        if let Device::WireGuard(backend) = device {
+            vpn = super::wg::make_inside(e, conn, backend, at, dev, j).await?;
         }
         // On OpenVPN's `--up-restart` the device is already inside from the previous up.
         let already_inside = e.link(at, dev).await?;
@@ -238,6 +246,7 @@ async fn up_isolated<E: Edges>(
             routes: routes.len(),
             dns_servers: dns.servers.len(),
             reused,
+            vpn,
         },
         plan,
     })
@@ -309,18 +318,12 @@ async fn up_host<E: Edges>(
     prior: Option<State>,
     origin: Origin,
     mut vpn: Option<ProcId>,
-    device: Device<'_>,
+    device: Device,
     j: &mut Journal,
 ) -> Result<Upped, LifecycleError> {
     let dev = spec.device.as_str();
-    if let Device::Born(make) = device {
-        let host = e.host().map_err(|source| LifecycleError::OpenNetns {
-            ns: conn.netns.clone(),
-            source,
-        })?;
-        vpn = super::born::make_device(make, &host, dev, "host")
-            .await?
-            .and_then(ProcId::of);
+    if let Device::WireGuard(backend) = device {
+        vpn = super::wg::make_inside(e, conn, backend, At::Host, dev, j).await?;
     }
     let link = wait_in_host(e, dev, conn).await?;
     let routes = routes_for(spec, false);
@@ -370,6 +373,7 @@ async fn up_host<E: Edges>(
             routes: routes.len(),
             dns_servers: 0,
             reused: false,
+            vpn,
         },
         plan: None,
     })
