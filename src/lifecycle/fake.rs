@@ -41,6 +41,16 @@ pub struct World {
     pub processes: BTreeMap<u32, String>,
 }
 
+impl World {
+    /// This world with every link down: up leaves a VPN's device up (host mode, a
+    /// device handed back), which nothing undoes.
+    pub fn links_down(&self) -> World {
+        let mut w = self.clone();
+        w.links.values_mut().for_each(|l| l.up = false);
+        w
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct FakeLink {
     pub index: u32,
@@ -160,6 +170,26 @@ impl Fake {
         {
             f(l)
         }
+    }
+
+    /// The ops logged from entry `from` on, each with its ordinal among all the logged
+    /// calls of that op (1-based): what a sweep fails in turn.
+    pub fn calls_since(&self, from: usize) -> Vec<(String, usize)> {
+        let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+        let mut out = Vec::new();
+        for (i, l) in self.log.borrow().iter().enumerate() {
+            let op = l
+                .trim_start_matches('!')
+                .split(' ')
+                .next()
+                .unwrap_or_default();
+            let n = seen.entry(op.to_owned()).or_default();
+            *n += 1;
+            if i >= from {
+                out.push((op.to_owned(), *n));
+            }
+        }
+        out
     }
 
     /// The ops logged from the first failed one on: the failure and its rollback.

@@ -3,7 +3,7 @@
 use super::*;
 use crate::spec::Address;
 
-fn spec(v6: bool) -> NetworkSpec {
+pub(super) fn spec(v6: bool) -> NetworkSpec {
     let mut addresses = vec![Address {
         local: "100.64.0.2/24".parse().unwrap(),
         peer: None,

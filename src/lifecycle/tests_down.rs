@@ -5,7 +5,7 @@ use futures::executor::block_on;
 
 use super::journal::ErrorList;
 use super::tests_rollback::{
-    assert_as_before, conn, hook, host_for, macvlan, routed, spec, up_any,
+    assert_as_before, assert_same_but_up, conn, hook, host_for, macvlan, routed, spec, up_any,
 };
 use super::*;
 
@@ -72,9 +72,7 @@ fn down_keeps_the_namespace_while_the_device_cannot_go_back() {
         assert!(w.states["work"].up);
     }
     block_on(down(&f, &c)).unwrap();
-    let mut w = f.world.borrow().clone();
-    w.links.values_mut().for_each(|l| l.up = false);
-    assert_eq!(w, before);
+    assert_same_but_up(&f, &before, "second down");
 }
 
 #[test]
@@ -106,33 +104,22 @@ fn every_failed_step_of_down_is_finished_by_the_next_down() {
         up_any(&f, &c).unwrap();
         let from = f.log.borrow().len();
         block_on(down(&f, &c)).unwrap();
-        let ops: Vec<String> = f.log.borrow()[from..]
-            .iter()
-            .map(|l| l.split(' ').next().unwrap().to_owned())
-            .filter(|o| o != "keeper.stop" && o != "dhcp.release")
+        let calls: Vec<(String, usize)> = f
+            .calls_since(from)
+            .into_iter()
+            .filter(|(o, _)| o != "keeper.stop" && o != "dhcp.release")
             .collect();
-        assert!(!ops.is_empty());
-        for (i, op) in ops.iter().enumerate() {
+        assert!(!calls.is_empty());
+        for (op, n) in calls {
             let (f, before) = host_for(&c);
             up_any(&f, &c).unwrap();
-            let done: usize = f
-                .log
-                .borrow()
-                .iter()
-                .filter(|l| l.split(' ').next() == Some(op))
-                .count();
-            let n = done + ops[..=i].iter().filter(|o| *o == op).count();
-            f.fail(op, n);
+            f.fail(&op, n);
             let when = format!("{}: down with {op} #{n} failing", c.kind);
             assert!(block_on(down(&f, &c)).is_err(), "{when}");
             assert!(f.world.borrow().states.contains_key("work"), "{when}");
             block_on(down(&f, &c)).unwrap_or_else(|e| panic!("{when}, then down: {e}"));
-            let mut w = f.world.borrow().clone();
-            let mut before = before;
             // A VPN's device comes back unconfigured but up; host mode leaves it up.
-            w.links.values_mut().for_each(|l| l.up = false);
-            before.links.values_mut().for_each(|l| l.up = false);
-            assert_eq!(w, before, "{when}, then down");
+            assert_same_but_up(&f, &before, &format!("{when}, then down"));
         }
     }
 }

@@ -10,7 +10,6 @@ use super::edges::Namespaces;
 use super::fake::{Fake, World};
 use super::*;
 use crate::plain::links::host_veth_name;
-use crate::spec::Address;
 
 pub(super) fn conn(toml: &str) -> Connection {
     crate::config::parse("work", Path::new("/etc/vpn-ns/work.toml"), toml).expect("config")
@@ -36,20 +35,8 @@ pub(super) fn macvlan(dhcp: bool) -> Connection {
 
 pub(super) fn spec() -> NetworkSpec {
     NetworkSpec {
-        device: "tun0".parse().unwrap(),
         mtu: Some(1400),
-        addresses: vec![Address {
-            local: "100.64.0.2/24".parse().unwrap(),
-            peer: None,
-        }],
-        routes: vec![Route {
-            dest: "203.0.113.0/24".parse().unwrap(),
-            gateway: None,
-            metric: None,
-        }],
-        gateway_v4: Some("100.64.0.1".parse().unwrap()),
-        gateway_v6: None,
-        dns: DnsSpec::default(),
+        ..super::tests::spec(false)
     }
 }
 
@@ -89,6 +76,15 @@ pub(super) fn assert_as_before(f: &Fake, before: &World, when: &str) {
     assert_eq!(
         &*f.world.borrow(),
         before,
+        "{when}: the system is not as before"
+    );
+}
+
+/// As before, but for links left up (see `World::links_down`).
+pub(super) fn assert_same_but_up(f: &Fake, before: &World, when: &str) {
+    assert_eq!(
+        f.world.borrow().links_down(),
+        before.links_down(),
         "{when}: the system is not as before"
     );
 }
@@ -279,9 +275,7 @@ fn rollback_keeps_the_namespace_while_the_device_cannot_go_back() {
     }
     // Down finishes it from the intent record.
     block_on(down(&f, &c)).unwrap();
-    let mut w = f.world.borrow().clone();
-    w.links.values_mut().for_each(|l| l.up = false);
-    assert_eq!(w, before);
+    assert_same_but_up(&f, &before, "down after the rollback");
 }
 
 #[test]
@@ -298,10 +292,8 @@ fn host_mode_rollback_removes_routes_then_addresses() {
             "addr.del host tun0 100.64.0.2/24"
         ]
     );
-    let mut w = f.world.borrow().clone();
     // Up leaves the device up; nothing else remains.
-    w.links.get_mut(&(None, "tun0".to_owned())).unwrap().up = false;
-    assert_eq!(w, before);
+    assert_same_but_up(&f, &before, "host mode");
 }
 
 #[test]
@@ -427,22 +419,14 @@ fn every_failed_step_of_every_kind_leaves_the_system_as_before() {
     ] {
         let (f, _) = host_for(&c);
         up_any(&f, &c).unwrap();
-        let ops: Vec<String> = f
-            .log
-            .borrow()
-            .iter()
-            .map(|l| l.split(' ').next().unwrap().to_owned())
-            .collect();
-        for (i, op) in ops.iter().enumerate() {
-            let n = ops[..=i].iter().filter(|o| *o == op).count();
-            let (f, mut before, _) = fail_up(&c, op, n);
-            let mut w = f.world.borrow().clone();
-            if !c.netns_isolate {
+        for (op, n) in f.calls_since(0) {
+            let (f, before, _) = fail_up(&c, &op, n);
+            let when = format!("{}: {op} #{n} failed", c.kind);
+            match c.netns_isolate {
+                true => assert_as_before(&f, &before, &when),
                 // Host mode leaves the VPN's own device up.
-                w.links.values_mut().for_each(|l| l.up = false);
-                before.links.values_mut().for_each(|l| l.up = false);
+                false => assert_same_but_up(&f, &before, &when),
             }
-            assert_eq!(w, before, "{}: {op} #{n} failed", c.kind);
         }
     }
 }

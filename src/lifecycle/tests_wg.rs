@@ -201,21 +201,10 @@ fn every_failed_step_of_every_backend_leaves_the_system_as_before() {
             let c = wg(b, isolate);
             let f = fake(kernel_wg);
             up_wg(&f, &c).unwrap();
-            let ops: Vec<String> = f
-                .log
-                .borrow()
-                .iter()
-                .map(|l| l.split(' ').next().unwrap().to_owned())
-                .collect();
-            for (i, op) in ops.iter().enumerate() {
-                let n = ops[..=i].iter().filter(|o| *o == op).count();
-                let (f, _) = fail_up(&c, kernel_wg, op, n);
-                let w = f.world.borrow();
-                assert_eq!(
-                    *w,
-                    World::default(),
-                    "{b} isolate={isolate}: {op} #{n} failed"
-                );
+            for (op, n) in f.calls_since(0) {
+                let (f, _) = fail_up(&c, kernel_wg, &op, n);
+                let when = format!("{b} isolate={isolate}: {op} #{n} failed");
+                assert_as_before(&f, &World::default(), &when);
             }
         }
     }

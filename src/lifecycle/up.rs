@@ -31,6 +31,16 @@ pub struct Upped {
     pub plan: Option<Plan>,
 }
 
+/// What both paths of up (isolated, host) work from.
+struct Call<'a, E> {
+    e: &'a E,
+    conn: &'a Connection,
+    spec: &'a NetworkSpec,
+    prior: Option<State>,
+    origin: Origin,
+    vpn: Option<ProcId>,
+}
+
 /// Up with a journal; any failure replays it. The caller holds the connection's lock.
 pub async fn run<E: Edges>(
     e: &E,
@@ -66,9 +76,17 @@ pub async fn run<E: Edges>(
             )?);
             device = Device::Move;
         }
+        let c = Call {
+            e,
+            conn,
+            spec,
+            prior,
+            origin,
+            vpn,
+        };
         match isolated {
-            true => up_isolated(e, conn, spec, prior, origin, vpn, device, &mut j).await,
-            false => up_host(e, conn, spec, prior, origin, vpn, device, &mut j).await,
+            true => up_isolated(c, device, &mut j).await,
+            false => up_host(c, device, &mut j).await,
         }
     }
     .await;
@@ -87,17 +105,19 @@ pub async fn run<E: Edges>(
     }
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn up_isolated<E: Edges>(
-    e: &E,
-    conn: &Connection,
-    spec: &NetworkSpec,
-    prior: Option<State>,
-    origin: Origin,
-    mut vpn: Option<ProcId>,
+    c: Call<'_, E>,
     device: Device,
     j: &mut Journal,
 ) -> Result<Upped, LifecycleError> {
+    let Call {
+        e,
+        conn,
+        spec,
+        prior,
+        origin,
+        mut vpn,
+    } = c;
     let ns = &conn.netns;
     let at = At::Ns(ns);
     let owned_before = prior
@@ -216,40 +236,17 @@ async fn up_isolated<E: Edges>(
         e.save_plain(&conn.name, &p.rec)?;
     }
 
-    let mut st = State {
-        connection: conn.name.clone(),
-        netns: ns.clone(),
+    let st = State {
         netns_created: !reused || owned_before,
-        isolated: true,
-        persistent: conn.netns_persistent,
         up: true,
-        origin,
-        device: Some(dev.clone()),
+        device: Some(dev),
         addresses: spec.addresses.clone(),
-        routes: routes.clone(),
-        dns: dns.clone(),
-        vpn_pid: vpn.map(|v| v.pid),
-        since: state::now(),
-        creating: false,
-        vpn_start: vpn.map(|v| v.start),
-        keeper: None,
-        vpn_gone: None,
+        routes,
+        dns,
+        ..record(conn, origin, vpn)
     };
     fault::point("up:before-state-save");
-    start_keeper(e, conn, prior.as_ref(), &mut st, j)?;
-    e.save_state(&st)?;
-    Ok(Upped {
-        report: UpReport {
-            netns: Some(ns.clone()),
-            device: dev,
-            addresses: spec.addresses.len(),
-            routes: routes.len(),
-            dns_servers: dns.servers.len(),
-            reused,
-            vpn,
-        },
-        plan,
-    })
+    finish(e, conn, prior.as_ref(), st, reused, plan, j)
 }
 
 /// Waits for the VPN's device in the host namespace and moves it in.
@@ -279,6 +276,30 @@ async fn move_in<E: Edges>(
     Ok(l)
 }
 
+/// A record of `conn` in its namespace, not up yet: what every record up writes starts
+/// from.
+fn record(conn: &Connection, origin: Origin, vpn: Option<ProcId>) -> State {
+    State {
+        connection: conn.name.clone(),
+        netns: conn.netns.clone(),
+        netns_created: false,
+        isolated: true,
+        persistent: conn.netns_persistent,
+        up: false,
+        origin,
+        device: None,
+        addresses: Vec::new(),
+        routes: Vec::new(),
+        dns: DnsSpec::default(),
+        vpn_pid: vpn.map(|v| v.pid),
+        since: state::now(),
+        creating: false,
+        vpn_start: vpn.map(|v| v.start),
+        keeper: None,
+        vpn_gone: None,
+    }
+}
+
 /// The record saved before up creates the namespace (see `State::creating`).
 fn intent_record(
     conn: &Connection,
@@ -288,39 +309,54 @@ fn intent_record(
     netns_created: bool,
 ) -> State {
     State {
-        connection: conn.name.clone(),
-        netns: conn.netns.clone(),
         netns_created,
-        isolated: true,
-        persistent: conn.netns_persistent,
-        up: false,
-        origin,
         device: Some(device),
-        addresses: Vec::new(),
-        routes: Vec::new(),
-        dns: DnsSpec::default(),
-        vpn_pid: vpn.map(|v| v.pid),
-        since: state::now(),
         creating: true,
-        vpn_start: vpn.map(|v| v.start),
-        keeper: None,
-        vpn_gone: None,
+        ..record(conn, origin, vpn)
     }
+}
+
+/// The keeper, then the full record `st`; the report of what up did.
+fn finish<E: Edges>(
+    e: &E,
+    conn: &Connection,
+    prior: Option<&State>,
+    mut st: State,
+    reused: bool,
+    plan: Option<Plan>,
+    j: &mut Journal,
+) -> Result<Upped, LifecycleError> {
+    start_keeper(e, conn, prior, &mut st, j)?;
+    e.save_state(&st)?;
+    Ok(Upped {
+        report: UpReport {
+            netns: st.isolated.then(|| st.netns.clone()),
+            device: st.device.clone().unwrap_or_default(),
+            addresses: st.addresses.len(),
+            routes: st.routes.len(),
+            dns_servers: st.dns.servers.len(),
+            reused,
+            vpn: st.vpn(),
+        },
+        plan,
+    })
 }
 
 /// `netns-isolate = false`: addresses and pushed routes in the host namespace, never a
 /// default route, host DNS untouched.
-#[allow(clippy::too_many_arguments)]
 async fn up_host<E: Edges>(
-    e: &E,
-    conn: &Connection,
-    spec: &NetworkSpec,
-    prior: Option<State>,
-    origin: Origin,
-    mut vpn: Option<ProcId>,
+    c: Call<'_, E>,
     device: Device,
     j: &mut Journal,
 ) -> Result<Upped, LifecycleError> {
+    let Call {
+        e,
+        conn,
+        spec,
+        prior,
+        origin,
+        mut vpn,
+    } = c;
     let dev = spec.device.as_str();
     if let Device::WireGuard(backend) = device {
         vpn = super::wg::make_inside(e, conn, backend, At::Host, dev, j).await?;
@@ -344,39 +380,16 @@ async fn up_host<E: Edges>(
         e.add_route(At::Host, &link, r).await.map_err(configure)?;
         j.push(Undo::HostRoute(link.clone(), r.clone()));
     }
-    let mut st = State {
-        connection: conn.name.clone(),
-        netns: conn.netns.clone(),
-        netns_created: false,
+    let st = State {
         isolated: false,
         persistent: false,
         up: true,
-        origin,
         device: Some(dev.to_owned()),
         addresses: spec.addresses.clone(),
-        routes: routes.clone(),
-        dns: DnsSpec::default(),
-        vpn_pid: vpn.map(|v| v.pid),
-        since: state::now(),
-        creating: false,
-        vpn_start: vpn.map(|v| v.start),
-        keeper: None,
-        vpn_gone: None,
+        routes,
+        ..record(conn, origin, vpn)
     };
-    start_keeper(e, conn, prior.as_ref(), &mut st, j)?;
-    e.save_state(&st)?;
-    Ok(Upped {
-        report: UpReport {
-            netns: None,
-            device: dev.to_owned(),
-            addresses: spec.addresses.len(),
-            routes: routes.len(),
-            dns_servers: 0,
-            reused: false,
-            vpn,
-        },
-        plan: None,
-    })
+    finish(e, conn, prior.as_ref(), st, false, None, j)
 }
 
 /// Starts the keeper the new record `st` will name, after ending the previous record's
