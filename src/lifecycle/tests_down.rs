@@ -5,15 +5,14 @@ use futures::executor::block_on;
 
 use super::journal::ErrorList;
 use super::tests_rollback::{
-    assert_as_before, assert_same_but_up, conn, hook, host_for, macvlan, routed, spec, up_any,
+    assert_as_before, assert_same_but_up, conn, hook, host_for, macvlan, routed, spec, upped,
 };
 use super::*;
 
 #[test]
 fn down_goes_on_past_failures_and_keeps_the_record() {
     let c = routed();
-    let (f, before) = host_for(&c);
-    up_any(&f, &c).unwrap();
+    let (f, before) = upped(&c);
     f.fail("nat.delete", 1);
     let err = block_on(down(&f, &c)).unwrap_err();
     assert!(
@@ -36,8 +35,7 @@ fn down_goes_on_past_failures_and_keeps_the_record() {
 #[test]
 fn down_reports_every_failure() {
     let c = hook();
-    let (f, _) = host_for(&c);
-    up_any(&f, &c).unwrap();
+    let (f, _) = upped(&c);
     f.fail("route.del", 1);
     f.fail("dns.remove", 1);
     let err = block_on(down(&f, &c)).unwrap_err();
@@ -56,8 +54,7 @@ fn down_reports_every_failure() {
 #[test]
 fn down_keeps_the_namespace_while_the_device_cannot_go_back() {
     let c = hook();
-    let (f, before) = host_for(&c);
-    up_any(&f, &c).unwrap();
+    let (f, before) = upped(&c);
     f.fail("link.move", 2);
     let err = block_on(down(&f, &c)).unwrap_err();
     assert!(err.to_string().contains("cannot configure tun0"), "{err}");
@@ -80,8 +77,7 @@ fn persistent_down_keeps_namespace_and_a_kept_record() {
     let c = conn(
         "type = \"routed\"\nnetns-persistent = true\n[routed]\nuplink = \"wan0\"\n[dns]\nservers = [\"192.0.2.53\"]\n",
     );
-    let (f, _) = host_for(&c);
-    up_any(&f, &c).unwrap();
+    let (f, _) = upped(&c);
     let r = block_on(down(&f, &c)).unwrap();
     assert!(!r.removed_netns);
     let w = f.world.borrow();
@@ -100,8 +96,7 @@ fn every_failed_step_of_down_is_finished_by_the_next_down() {
         macvlan(false),
         conn("type = \"openvpn\"\nnetns-isolate = false\n"),
     ] {
-        let (f, _) = host_for(&c);
-        up_any(&f, &c).unwrap();
+        let (f, _) = upped(&c);
         let from = f.log.borrow().len();
         block_on(down(&f, &c)).unwrap();
         let calls: Vec<(String, usize)> = f
@@ -111,8 +106,7 @@ fn every_failed_step_of_down_is_finished_by_the_next_down() {
             .collect();
         assert!(!calls.is_empty());
         for (op, n) in calls {
-            let (f, before) = host_for(&c);
-            up_any(&f, &c).unwrap();
+            let (f, before) = upped(&c);
             f.fail(&op, n);
             let when = format!("{}: down with {op} #{n} failing", c.kind);
             assert!(block_on(down(&f, &c)).is_err(), "{when}");

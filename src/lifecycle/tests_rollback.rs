@@ -61,6 +61,13 @@ pub(super) fn up_any(f: &Fake, c: &Connection) -> Result<(), LifecycleError> {
     }
 }
 
+/// A fake host with `c` up on it, and the world before up.
+pub(super) fn upped(c: &Connection) -> (Fake, World) {
+    let (f, before) = host_for(c);
+    up_any(&f, c).unwrap();
+    (f, before)
+}
+
 /// Fails the `n`-th call of `op` during up of `c`: up fails, and returns what the
 /// log shows from the failure on.
 fn fail_up(c: &Connection, op: &str, n: usize) -> (Fake, World, Vec<String>) {
@@ -98,8 +105,7 @@ const HOOK_UNDO: [&str; 3] = [
 #[test]
 fn hook_up_takes_these_steps() {
     let c = hook();
-    let (f, _) = host_for(&c);
-    up_any(&f, &c).unwrap();
+    let (f, _) = upped(&c);
     assert_eq!(
         *f.log.borrow(),
         [
@@ -299,8 +305,7 @@ fn host_mode_rollback_removes_routes_then_addresses() {
 #[test]
 fn routed_up_takes_these_steps() {
     let c = routed();
-    let (f, _) = host_for(&c);
-    up_any(&f, &c).unwrap();
+    let (f, _) = upped(&c);
     let veth = host_veth_name("work");
     let log = f.log.borrow();
     let ops: Vec<&str> = log.iter().map(|l| l.split(' ').next().unwrap()).collect();
@@ -417,8 +422,7 @@ fn every_failed_step_of_every_kind_leaves_the_system_as_before() {
         macvlan(false),
         conn("type = \"openvpn\"\nnetns-isolate = false\n"),
     ] {
-        let (f, _) = host_for(&c);
-        up_any(&f, &c).unwrap();
+        let (f, _) = upped(&c);
         for (op, n) in f.calls_since(0) {
             let (f, before, _) = fail_up(&c, &op, n);
             let when = format!("{}: {op} #{n} failed", c.kind);

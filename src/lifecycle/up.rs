@@ -349,14 +349,8 @@ async fn up_host<E: Edges>(
     device: Device,
     j: &mut Journal,
 ) -> Result<Upped, LifecycleError> {
-    let Call {
-        e,
-        conn,
-        spec,
-        prior,
-        origin,
-        mut vpn,
-    } = c;
+    let (e, conn, spec) = (c.e, c.conn, c.spec);
+    let mut vpn = c.vpn;
     let dev = spec.device.as_str();
     if let Device::WireGuard(backend) = device {
         vpn = super::wg::make_inside(e, conn, backend, At::Host, dev, j).await?;
@@ -387,9 +381,9 @@ async fn up_host<E: Edges>(
         device: Some(dev.to_owned()),
         addresses: spec.addresses.clone(),
         routes,
-        ..record(conn, origin, vpn)
+        ..record(conn, c.origin, vpn)
     };
-    finish(e, conn, prior.as_ref(), st, false, None, j)
+    finish(e, conn, c.prior.as_ref(), st, false, None, j)
 }
 
 /// Starts the keeper the new record `st` will name, after ending the previous record's
