@@ -38,6 +38,16 @@ pub fn dispatch(cli: &Cli) -> Option<anyhow::Result<ExitCode>> {
         Command::List => list(g),
         Command::Verify { conn } => super::cmds_verify::verify(g, conn),
         Command::Check { .. } => Ok(check::run()),
+        Command::Publish {
+            conn,
+            specs,
+            host_access,
+        } => super::publish::publish(g, conn, specs, *host_access),
+        Command::Unpublish {
+            conn,
+            specs,
+            host_access,
+        } => super::publish::unpublish(g, conn, specs, *host_access),
         Command::UserKeeper { conn } => {
             config_dir(g).and_then(|d| keeper::run(&d, conn).map(|()| ExitCode::SUCCESS))
         }
@@ -197,6 +207,9 @@ struct Row {
     since: Option<u64>,
     /// From the keeper's UAPI socket (`get=1`); empty when not up.
     peers: Vec<PeerInfo>,
+    /// The keeper's relays (`[[publish]]`, `[[host-access]]`, `vpn-ns publish`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    published: Vec<crate::publish::RelayStatus>,
 }
 
 /// The peers as the keeper reports them (nothing when it does not answer).
@@ -228,6 +241,11 @@ fn row(run: &std::path::Path, conn: &str) -> anyhow::Result<Row> {
         iface: st.as_ref().map(|s| s.iface.clone()),
         since: st.as_ref().map(|s| s.since),
         peers: if live { peers(run, conn) } else { Vec::new() },
+        published: if live {
+            super::publish::relays(conn)
+        } else {
+            Vec::new()
+        },
     })
 }
 
@@ -261,7 +279,19 @@ fn print_rows(g: &GlobalArgs, rows: &[Row]) -> anyhow::Result<()> {
                         true => String::new(),
                         false => format!(", {}", hs.join(", ")),
                     }
-                )?
+                )?;
+                for p in &r.published {
+                    writeln!(
+                        out,
+                        "  published  [[{}]] listen {}/{} -> target {} ({} open, {} total)",
+                        p.rule.direction,
+                        p.rule.listen,
+                        p.rule.proto,
+                        p.rule.target,
+                        p.active,
+                        p.total
+                    )?;
+                }
             }
         }
     }

@@ -72,6 +72,8 @@ pub fn start(
     let fail = |why: String| {
         // What the keeper wrote stays only in the log.
         let _ = fs::remove_file(state::state_path(run, conn));
+        let _ = fs::remove_file(state::sock_path(run, conn));
+        let _ = fs::remove_file(state::control_path(run, conn));
         let _ = fs::remove_dir_all(state::files_dir(run, conn));
         UnprivError::Start {
             conn: conn.to_owned(),
@@ -144,6 +146,9 @@ pub fn run(config_dir: &Path, conn_name: &str) -> anyhow::Result<()> {
     let signals = block_signals()?;
     let (udp, dual) = device::bind_udp(set.listen_port.unwrap_or(0), set.fwmark.unwrap_or(0))?;
     let files = write_dns_files(&run, &uc, &spec)?;
+    // The last moment in the host namespace, still single-threaded: the helper that
+    // makes host sockets for the relays (docs/publish.md, "User connections").
+    let helper = super::hostsock::start()?;
 
     ns::create()?;
     seal_mounts(&files)?;
@@ -158,6 +163,7 @@ pub fn run(config_dir: &Path, conn_name: &str) -> anyhow::Result<()> {
     std::thread::Builder::new()
         .name("wg-uapi".to_owned())
         .spawn(move || srv.serve(&d))?;
+    let relays = start_relays(&run, &uc, &helper)?;
 
     let ns_inode = |k: &str| -> anyhow::Result<u64> {
         Ok(ns::inode(&File::open(format!("/proc/self/ns/{k}"))?)?)
@@ -188,9 +194,53 @@ pub fn run(config_dir: &Path, conn_name: &str) -> anyhow::Result<()> {
     tracing::info!("{conn_name}: up as uid {}", nix::unistd::getuid());
     let why = wait_for_end(&signals, &done);
     tracing::info!("{conn_name}: ending ({why})");
+    // The relays close first: a published port refuses connections from the moment
+    // the tunnel is gone (no fallback), and nothing can be published any more.
+    drop(
+        relays
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take(),
+    );
+    helper.finish();
     dev.stop();
     drop(server);
     Ok(())
+}
+
+/// The connection file's `[[publish]]`/`[[host-access]]` relays, then the control
+/// socket serving `publish`/`unpublish`/`status` on a thread. An entry that cannot
+/// listen fails the keeper, so the up fails naming it (a user's up has no earlier
+/// check of the addresses, unlike root's).
+fn start_relays(
+    run: &Path,
+    uc: &UserConn,
+    helper: &super::hostsock::Helper,
+) -> anyhow::Result<super::control::Shared> {
+    let channel = helper
+        .channel
+        .try_clone()
+        .context("cannot share the helper's channel")?;
+    let relays = crate::publish::Relays::start_user(&uc.conn, channel);
+    let failed: Vec<String> = relays
+        .status()
+        .into_iter()
+        .filter_map(|r| r.error)
+        .collect();
+    if !failed.is_empty() {
+        anyhow::bail!("{}", failed.join("; "));
+    }
+    let shared: super::control::Shared = Arc::new(std::sync::Mutex::new(Some(relays)));
+    let listener = super::control::bind(&state::control_path(run, &uc.conn.name))?;
+    let watching = vec![
+        format!("{} data plane (built-in WireGuard)", uc.iface),
+        format!("host-side socket helper pid {}", helper.pid()),
+    ];
+    let s = Arc::clone(&shared);
+    std::thread::Builder::new()
+        .name("control".to_owned())
+        .spawn(move || super::control::serve(listener, s, watching))?;
+    Ok(shared)
 }
 
 /// The tun's spec, with wg-quick's MTU rule applied from the host's routes (read here,
