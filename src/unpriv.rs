@@ -10,6 +10,7 @@ mod cmds_verify;
 pub mod conf;
 mod control;
 mod exec;
+mod foreground;
 mod hostsock;
 pub mod keeper;
 pub mod ns;
@@ -17,6 +18,7 @@ mod publish;
 pub mod root_view;
 mod seal;
 pub mod state;
+mod wg;
 
 use std::io;
 use std::path::PathBuf;

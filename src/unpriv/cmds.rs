@@ -33,11 +33,12 @@ pub fn dispatch(cli: &Cli) -> Option<anyhow::Result<ExitCode>> {
             user,
             wait,
             cmd,
-        } => exec(conn, user.is_some(), *wait, cmd),
+        } => exec(g, conn, user.is_some(), *wait, cmd),
         Command::Status { conn } => status(g, conn.as_deref()),
         Command::List => list(g),
         Command::Verify { conn } => super::cmds_verify::verify(g, conn),
         Command::Check { .. } => Ok(check::run()),
+        Command::Wg { conn, args } => super::wg::run(conn, args),
         Command::Publish {
             conn,
             specs,
@@ -89,14 +90,19 @@ fn is_keeper_of(cmdline: &[u8], conn: &str) -> bool {
 }
 
 fn up(g: &GlobalArgs, conn: &str, foreground: bool) -> anyhow::Result<ExitCode> {
+    let run = runtime_dir()?;
+    start(g, &run, conn)?;
     if foreground {
-        return Err(usage(UnprivError::Unsupported("up --foreground")));
+        return super::foreground::stay(&run, conn, || down(conn).map(drop));
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn start(g: &GlobalArgs, run: &std::path::Path, conn: &str) -> anyhow::Result<()> {
     let dir = config_dir(g)?;
     let uc = conf::load(&dir, conn)?;
-    let run = runtime_dir()?;
-    let _lock = state::lock(&run)?;
-    if let Some(st) = state::read(&run, conn)? {
+    let _lock = state::lock(run)?;
+    if let Some(st) = state::read(run, conn)? {
         if live_keeper(&st).is_some() {
             return Err(UnprivError::AlreadyUp {
                 conn: conn.to_owned(),
@@ -104,15 +110,15 @@ fn up(g: &GlobalArgs, conn: &str, foreground: bool) -> anyhow::Result<ExitCode> 
             }
             .into());
         }
-        state::remove_all(&run, conn);
+        state::remove_all(run, conn);
     }
-    let st = keeper::start(&dir, &run, conn, uc.conn.netns_timeout)
+    let st = keeper::start(&dir, run, conn, uc.conn.netns_timeout)
         .with_context(|| format!("cannot bring {conn} up"))?;
     println!(
         "{conn}: up ({} in a user namespace, keeper pid {})",
         st.iface, st.keeper.pid
     );
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }
 
 /// This user's processes (other than the keeper) in the connection's network and user
@@ -188,12 +194,31 @@ pub(super) fn keeper_namespaces(conn: &str) -> anyhow::Result<ns::Handles> {
     Ok(h)
 }
 
-fn exec(conn: &str, user: bool, wait: bool, cmd: &[String]) -> anyhow::Result<ExitCode> {
+fn exec(
+    g: &GlobalArgs,
+    conn: &str,
+    user: bool,
+    wait: bool,
+    cmd: &[String],
+) -> anyhow::Result<ExitCode> {
     if user {
-        return Err(usage(UnprivError::Unsupported("exec -u")));
+        return Err(UsageError(format!(
+            "exec -u: only you enter your own connection {conn}: its namespaces belong to \
+             your user namespace, so another account could not enter them, and a program \
+             of yours inside cannot run as anyone else (only your uid is mapped); for a \
+             connection shared between accounts use root's mode (`sudo vpn-ns exec -u USER`)"
+        ))
+        .into());
     }
     if wait {
-        return Err(usage(UnprivError::Unsupported("exec --wait")));
+        let timeout = conf::load(&config_dir(g)?, conn)?.conn.netns_timeout;
+        let run = runtime_dir()?;
+        if !super::foreground::until_up(&run, conn, timeout)? {
+            anyhow::bail!(
+                "connection {conn} did not come up within {} ms (netns-timeout); `vpn-ns up {conn}` brings it up",
+                timeout.as_millis()
+            );
+        }
     }
     super::exec::run(keeper_namespaces(conn)?, cmd)
 }
