@@ -91,11 +91,16 @@ fn is_keeper_of(cmdline: &[u8], conn: &str) -> bool {
 
 fn up(g: &GlobalArgs, conn: &str, foreground: bool) -> anyhow::Result<ExitCode> {
     let run = runtime_dir()?;
+    // Blocked before the keeper starts: a stop request during the start is acted on
+    // once the connection is up (taken down again), not lost.
+    let signals = foreground
+        .then(super::foreground::block_signals)
+        .transpose()?;
     start(g, &run, conn)?;
-    if foreground {
-        return super::foreground::stay(&run, conn, || down(conn).map(drop));
+    match signals {
+        Some(sig) => super::foreground::stay(&sig, &run, conn, || down(conn).map(drop)),
+        None => Ok(ExitCode::SUCCESS),
     }
-    Ok(ExitCode::SUCCESS)
 }
 
 fn start(g: &GlobalArgs, run: &std::path::Path, conn: &str) -> anyhow::Result<()> {

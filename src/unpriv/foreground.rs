@@ -21,6 +21,17 @@ fn up_now(run: &Path, conn: &str) -> anyhow::Result<Option<PidFd>> {
     Ok(state::read(run, conn)?.and_then(|st| super::cmds::live_keeper(&st)))
 }
 
+/// SIGTERM/SIGINT/SIGHUP blocked and readable (non-blocking) through the returned fd.
+pub fn block_signals() -> anyhow::Result<SignalFd> {
+    let mut set = SigSet::empty();
+    for sig in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
+        set.add(sig);
+    }
+    set.thread_block().context("cannot block signals")?;
+    SignalFd::with_flags(&set, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
+        .context("cannot create a signalfd")
+}
+
 /// Waits up to `timeout` for `conn` to be up (its state recorded, its keeper alive).
 /// Watches first, checks second, so an up that completes in between is not missed:
 /// the keeper renames its state file into place once it is ready.
@@ -51,17 +62,11 @@ pub fn until_up(run: &Path, conn: &str, timeout: Duration) -> anyhow::Result<boo
 /// down: exit 0) or until the keeper ends (a `vpn-ns down` elsewhere: exit 0; a keeper
 /// that died: the connection is cleaned up, exit 1).
 pub fn stay(
+    signals: &SignalFd,
     run: &Path,
     conn: &str,
     down: impl Fn() -> anyhow::Result<()>,
 ) -> anyhow::Result<ExitCode> {
-    let mut set = SigSet::empty();
-    for sig in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
-        set.add(sig);
-    }
-    set.thread_block().context("cannot block signals")?;
-    let signals = SignalFd::with_flags(&set, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
-        .context("cannot create a signalfd")?;
     let Some(keeper) = up_now(run, conn)? else {
         anyhow::bail!(
             "connection {conn}: the keeper ended right after up; see `vpn-ns status {conn}`"

@@ -1,7 +1,7 @@
 //! The keeper's host-side socket helper. After `unshare(CLONE_NEWUSER)` the keeper has
 //! no way back to the host's network namespace, yet publishing needs sockets there
 //! created later (an ad hoc `vpn-ns publish`, every connection a `[[host-access]]`
-//! relay makes to the host). So just before it unshares, the keeper forks this helper:
+//! relay makes to the host). So before it unshares, the keeper forks this helper:
 //! same uid, no privilege, no thread, in the host namespace for good. It makes
 //! unbound TCP/UDP sockets on request and passes them back over a socket pair
 //! (`crate::publish::remote`); it never binds, connects or moves a byte itself.
@@ -87,6 +87,10 @@ impl Helper {
     /// Closes the keeper's end (the helper then ends) and reaps the helper, so that no
     /// process of the connection outlives the keeper's orderly end.
     pub fn finish(self) {
+        // Shut down, not only closed: a duplicate of this end somewhere in the relay
+        // code must not keep the helper (and so this wait) alive.
+        let _ =
+            nix::sys::socket::shutdown(self.channel.as_raw_fd(), nix::sys::socket::Shutdown::Both);
         drop(self.channel);
         let _ = waitpid(self.pid, None);
     }

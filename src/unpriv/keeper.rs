@@ -57,6 +57,9 @@ pub fn start(
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(log_file);
+    // A foreground `up` blocks SIGTERM for its signalfd; the keeper starts clean (it
+    // blocks what it handles itself).
+    crate::procs::unblock_signals_in_child(&mut cmd);
     // SAFETY: setsid is async-signal-safe; its own session keeps the keeper out of the
     // terminal's job control (a Ctrl-C to a later command does not reach it).
     unsafe {
@@ -136,6 +139,10 @@ pub fn run(config_dir: &Path, conn_name: &str) -> anyhow::Result<()> {
     // It lives long: it must not keep the caller's directory (or its mount) busy.
     std::env::set_current_dir("/")?;
     let run = state::runtime_dir()?;
+    // First, while single-threaded and before any key is read: the helper that makes
+    // host sockets for the relays (docs/publish.md, "User connections") never holds a
+    // copy of the private key.
+    let helper = super::hostsock::start()?;
     let uc = conf::load(config_dir, conn_name)?;
     let endpoints = wireguard::resolve_endpoints(&uc.wg)?;
     let spec = host_side_spec(&uc, &endpoints)?;
@@ -146,9 +153,6 @@ pub fn run(config_dir: &Path, conn_name: &str) -> anyhow::Result<()> {
     let signals = block_signals()?;
     let (udp, dual) = device::bind_udp(set.listen_port.unwrap_or(0), set.fwmark.unwrap_or(0))?;
     let files = write_dns_files(&run, &uc, &spec)?;
-    // The last moment in the host namespace, still single-threaded: the helper that
-    // makes host sockets for the relays (docs/publish.md, "User connections").
-    let helper = super::hostsock::start()?;
 
     ns::create()?;
     seal_mounts(&files)?;
