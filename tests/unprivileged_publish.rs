@@ -16,6 +16,7 @@ const PUB: u16 = 18080;
 const ADHOC: u16 = 18081;
 const HOST_SVC: u16 = 11143;
 const HOST_OTHER: u16 = 11144;
+const UDP: u16 = 15353;
 
 /// A TCP service answering `word` on 127.0.0.1:`port` of the sandbox's host namespace.
 fn host_service(sb: &Sandbox, port: u16, word: &str) -> Proc {
@@ -139,6 +140,31 @@ fn a_user_publishes_ports_both_ways_without_privilege() {
     );
     s.ok(s.vpn_ns(&["publish", "--host-access", "home", &HOST_OTHER.to_string()]));
     assert_eq!(from_inside(&s, HOST_OTHER).as_deref(), Ok("other-ok"));
+    // UDP: a datagram service inside, published on the host's ::1 (the target is always
+    // 127.0.0.1 on the other side).
+    let _udp = sb.spawn(
+        "inside-udp",
+        s.vpn_ns(&[
+            "exec",
+            "home",
+            "--",
+            "socat",
+            &format!("UDP4-RECVFROM:{UDP},bind=127.0.0.1,fork"),
+            "SYSTEM:echo udp-ok",
+        ]),
+    );
+    s.ok(s.vpn_ns(&["publish", "home", &format!("[::1]:{UDP}:{UDP}/udp")]));
+    let got = wait_until(WG_SETTLE, || {
+        sandbox::run(
+            sb.cmd("sh")
+                .args(["-c", &format!("echo ping | socat -T2 - UDP6:[::1]:{UDP}")]),
+        )
+        .map(|o| o.trim().to_owned())
+        .and_then(|o| if o == "udp-ok" { Ok(o) } else { Err(o) })
+    });
+    assert_eq!(got.as_deref(), Ok("udp-ok"), "{}", sb.diagnostics());
+    s.ok(s.vpn_ns(&["unpublish", "home", &format!("[::1]:{UDP}/udp")]));
+
     let st = s.ok(s.vpn_ns(&["status", "home"]));
     for want in [
         format!("[[publish]] listen 127.0.0.1:{PUB}/tcp -> target 127.0.0.1:{PUB}"),
