@@ -193,7 +193,15 @@ fn exec_wait_up_foreground_and_exec_u_for_a_user() {
     let keeper = s.keeper_pid();
     assert_ne!(keeper, fg.pid(), "the keeper is its own process");
 
-    // exec -u: refused, saying why.
+    // exec -u: the caller's own account is accepted (by name and uid); any other is
+    // refused, saying why.
+    for me in [user.name.clone(), user.uid.to_string()] {
+        assert_eq!(
+            s.ok(s.vpn_ns(&["exec", "-u", &me, "home", "--", "id", "-u"]))
+                .trim(),
+            user.uid.to_string()
+        );
+    }
     let o = s.run(s.vpn_ns(&["exec", "-u", "root", "home", "--", "true"]));
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(

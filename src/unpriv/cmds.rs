@@ -33,7 +33,7 @@ pub fn dispatch(cli: &Cli) -> Option<anyhow::Result<ExitCode>> {
             user,
             wait,
             cmd,
-        } => exec(g, conn, user.is_some(), *wait, cmd),
+        } => exec(g, conn, user.as_deref(), *wait, cmd),
         Command::Status { conn } => status(g, conn.as_deref()),
         Command::List => list(g),
         Command::Verify { conn } => super::cmds_verify::verify(g, conn),
@@ -202,14 +202,14 @@ pub(super) fn keeper_namespaces(conn: &str) -> anyhow::Result<ns::Handles> {
 fn exec(
     g: &GlobalArgs,
     conn: &str,
-    user: bool,
+    user: Option<&str>,
     wait: bool,
     cmd: &[String],
 ) -> anyhow::Result<ExitCode> {
-    if user {
+    if let Some(u) = user.filter(|u| !is_me(u)) {
         return Err(UsageError(format!(
-            "exec -u: only you enter your own connection {conn}: its namespaces belong to \
-             your user namespace, so another account could not enter them, and a program \
+            "exec -u {u}: only you enter your own connection {conn}: its namespaces belong \
+             to your user namespace, so another account could not enter them, and a program \
              of yours inside cannot run as anyone else (only your uid is mapped); for a \
              connection shared between accounts use root's mode (`sudo vpn-ns exec -u USER`)"
         ))
@@ -226,6 +226,19 @@ fn exec(
         }
     }
     super::exec::run(keeper_namespaces(conn)?, cmd)
+}
+
+/// Whether `-u NAME|UID` names the caller's own account (accepted, so that one
+/// command line works for root's connections and the user's own).
+fn is_me(user: &str) -> bool {
+    let me = nix::unistd::getuid();
+    match user.parse::<u32>() {
+        Ok(uid) => uid == me.as_raw(),
+        Err(_) => nix::unistd::User::from_name(user)
+            .ok()
+            .flatten()
+            .is_some_and(|u| u.uid == me),
+    }
 }
 
 #[derive(serde::Serialize)]
@@ -365,6 +378,18 @@ fn list(g: &GlobalArgs) -> anyhow::Result<ExitCode> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn exec_u_accepts_only_the_callers_own_account() {
+        let me = nix::unistd::getuid().as_raw();
+        assert!(super::is_me(&me.to_string()));
+        if let Ok(Some(u)) = nix::unistd::User::from_uid(me.into()) {
+            assert!(super::is_me(&u.name));
+        }
+        assert!(!super::is_me(&(me + 1).to_string()));
+        assert!(!super::is_me("no-such-account-vpn-ns"));
+        assert!(!super::is_me(""));
+    }
+
     #[test]
     fn only_the_keeper_of_that_connection_is_recognised() {
         use super::is_keeper_of as k;
