@@ -30,6 +30,9 @@ banner "cargo clippy --workspace --all-targets --features fault-injection -- -D 
 cargo_b clippy --locked --workspace --all-targets --features fault-injection -- -D warnings
 banner "licences of every dependency (cargo xtask licences)"
 cargo_b xtask licences
+banner "layers and unused dependencies (cargo xtask layers, cargo xtask deps)"
+cargo_b xtask layers
+cargo_b xtask deps
 
 # The tests run as root, not as the sudo caller: vpn-ns reads sudo's variables to find
 # the invoking user (and refuses --config-dir under sudo), and the tests that exercise

@@ -26,7 +26,6 @@ pub use trust::{problem as untrusted_because, require_root_owned};
 pub const DEFAULT_CONFIG_DIR: &str = "/etc/vpn-ns";
 
 pub const DEFAULT_TIMEOUT_MS: u64 = 5000;
-const MAX_TIMEOUT_MS: u64 = 600_000;
 
 /// Validating inside `Deserialize`, not afterwards, is what lets toml attach the bad
 /// value's span to the error. The `&str` completes "expected ..." for non-strings.
@@ -78,7 +77,10 @@ macro_rules! keywords {
     };
 }
 
-// After the macros, which it uses.
+// After the macros, which they use.
+mod values;
+pub use values::{Hostname, Uuid, WgBackend};
+use values::{Ip, MinPrefix, NetnsChoice, TimeoutMs, abs_path, accounts, ip_list, opt_abs_path};
 mod plain;
 pub use plain::{MacvlanMode, MacvlanSection, RoutedSection};
 mod publish;
@@ -100,146 +102,14 @@ keywords!(ConnectionType, "connection type", TYPES, {
     Macvlan = "macvlan", Routed = "routed"
 });
 
-/// Which WireGuard implementation carries a native connection (docs/wireguard.md has
-/// the decision table).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum WgBackend {
-    Kernel,
-    /// The data plane built into vpn-ns (boringtun), tun born in the namespace.
-    Builtin,
-    /// An external UAPI program (`userspace =`, default wireguard-go); spelled
-    /// "wireguard-go", and "userspace" as before.
-    Userspace,
-    /// Kernel when the module exists, else builtin.
-    #[default]
-    Auto,
-}
-
-const WG_BACKENDS: &str =
-    "\"kernel\", \"builtin\", \"wireguard-go\" (or \"userspace\") or \"auto\"";
-
-impl WgBackend {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Kernel => "kernel",
-            Self::Builtin => "builtin",
-            Self::Userspace => "wireguard-go",
-            Self::Auto => "auto",
-        }
-    }
-}
-
-impl fmt::Display for WgBackend {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for WgBackend {
-    type Err = InvalidValue;
-    fn from_str(s: &str) -> Result<Self, InvalidValue> {
-        match s {
-            "kernel" => Ok(Self::Kernel),
-            "builtin" => Ok(Self::Builtin),
-            // "userspace" is the name configurations used before "builtin" existed.
-            "wireguard-go" | "userspace" => Ok(Self::Userspace),
-            "auto" => Ok(Self::Auto),
-            _ => Err(InvalidValue(format!(
-                "unknown WireGuard backend {s:?} (expected {WG_BACKENDS})"
-            ))),
-        }
-    }
-}
-
-deserialize_via_from_str! { WgBackend => WG_BACKENDS, }
-
-/// A UUID in canonical 8-4-4-4-12 form, stored lowercase so that the namespace
-/// derived from it does not depend on how the file spelled it.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Uuid(String);
-
-impl Uuid {
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-
-    pub fn to_netns_name(&self) -> NetnsName {
-        self.0
-            .parse()
-            .expect("a canonical UUID is a valid namespace name")
-    }
-}
-
-impl FromStr for Uuid {
-    type Err = InvalidValue;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let why = if s.len() != 36 {
-            Some(format!("{} characters instead of 36", s.chars().count()))
-        } else {
-            s.chars()
-                .enumerate()
-                .find_map(|(i, c)| match (matches!(i, 8 | 13 | 18 | 23), c) {
-                    (true, '-') => None,
-                    (true, _) => Some(format!("position {} should be '-'", i + 1)),
-                    (false, c) if c.is_ascii_hexdigit() => None,
-                    (false, c) => Some(format!("{c:?} is not a hex digit")),
-                })
-        };
-        match why {
-            None => Ok(Self(s.to_ascii_lowercase())),
-            Some(why) => Err(InvalidValue(format!(
-                "{s:?} is not a UUID ({why}; the form is 8-4-4-4-12 hex digits, \
-                 like 0f5c6a3e-8c1b-4c43-a8f5-3b1b0c6f9d21)"
-            ))),
-        }
-    }
-}
-
-impl fmt::Display for Uuid {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-/// A hostname for the exec'd apps' UTS namespace: RFC 1123 labels, at most 64 bytes
-/// (the kernel's limit for `sethostname`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Hostname(String);
-
-impl Hostname {
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl FromStr for Hostname {
-    type Err = InvalidValue;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let bad = |why: &str| Err(InvalidValue(format!("hostname {s:?} {why}")));
-        if s.is_empty() || s.len() > 64 {
-            return bad("must be 1 to 64 bytes long");
-        }
-        let allowed = |c: char| c.is_ascii_alphanumeric() || c == '-';
-        if let Some(c) = s.chars().find(|&c| !allowed(c) && c != '.') {
-            return bad(&format!(
-                "contains {c:?}; only A-Z a-z 0-9 - and dots are allowed"
-            ));
-        }
-        let label_ok =
-            |l: &str| !l.is_empty() && l.len() <= 63 && !l.starts_with('-') && !l.ends_with('-');
-        if !s.split('.').all(label_ok) {
-            return bad("needs labels of 1 to 63 characters, not starting or ending with '-'");
-        }
-        Ok(Self(s.to_owned()))
-    }
-}
-
 #[derive(Debug, Clone)]
 pub struct Connection {
     /// The file stem; also names /run/vpn-ns/<name>.lock.
     pub name: String,
     pub path: PathBuf,
-    pub kind: ConnectionType,
+    /// The type and the section that belongs to it: a section of another type cannot
+    /// be represented.
+    pub kind: Kind,
     pub uuid: Option<Uuid>,
     pub netns_isolate: bool,
     pub netns_persistent: bool,
@@ -249,14 +119,63 @@ pub struct Connection {
     /// `netns-isolate = false` only: pushed routes shorter than this prefix are refused
     /// (they would take over much of the host's table).
     pub host_routes_min_prefix: u8,
-    pub openvpn: Option<OpenVpnSection>,
-    pub wireguard: Option<WireGuardSection>,
-    pub macvlan: Option<MacvlanSection>,
-    pub routed: Option<RoutedSection>,
     pub dns: DnsOverride,
     pub exec: Option<ExecPolicy>,
     /// `[[publish]]` then `[[host-access]]` entries, in file order.
-    pub forwards: Vec<crate::publish::Rule>,
+    pub forwards: Vec<crate::forward::Rule>,
+}
+
+/// A connection's type with its own section.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Kind {
+    /// `None`: hook mode only (the user starts OpenVPN); `vpn-ns up` needs the section.
+    OpenVpn(Option<OpenVpnSection>),
+    /// An absent `[wireguard]` is the defaults (a `wg-quick` hook connection).
+    WireGuard(WireGuardSection),
+    Device,
+    Macvlan(MacvlanSection),
+    Routed(RoutedSection),
+}
+
+impl Kind {
+    pub fn tag(&self) -> ConnectionType {
+        match self {
+            Self::OpenVpn(_) => ConnectionType::OpenVpn,
+            Self::WireGuard(_) => ConnectionType::WireGuard,
+            Self::Device => ConnectionType::Device,
+            Self::Macvlan(_) => ConnectionType::Macvlan,
+            Self::Routed(_) => ConnectionType::Routed,
+        }
+    }
+
+    pub fn macvlan(&self) -> Option<&MacvlanSection> {
+        match self {
+            Self::Macvlan(m) => Some(m),
+            _ => None,
+        }
+    }
+
+    pub fn routed(&self) -> Option<&RoutedSection> {
+        match self {
+            Self::Routed(r) => Some(r),
+            _ => None,
+        }
+    }
+
+    /// The files this connection names, which must be as trusted as the connection's.
+    fn named_files(&self) -> Option<&Path> {
+        match self {
+            Self::OpenVpn(Some(o)) => Some(&o.config),
+            Self::WireGuard(w) => w.config.as_deref(),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.tag().fmt(f)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -372,11 +291,7 @@ pub fn load(dir: &Path, name: &str) -> Result<Connection, ConfigError> {
     check_name(name, &path)?;
     let text = read_trusted(&path, name)?;
     let conn = parse(name, &path, &text)?;
-    let named = [
-        conn.openvpn.as_ref().map(|o| o.config.as_path()),
-        conn.wireguard.as_ref().and_then(|w| w.config.as_deref()),
-    ];
-    for p in named.into_iter().flatten() {
+    if let Some(p) = conn.kind.named_files() {
         trust::check_named(p)?;
     }
     tracing::debug!(path = %path.display(), kind = %conn.kind, netns = %conn.netns, "loaded connection");
@@ -432,33 +347,14 @@ pub fn load_all(dir: &Path) -> Result<Vec<Connection>, ConfigError> {
 pub fn parse(name: &str, path: &Path, text: &str) -> Result<Connection, ConfigError> {
     check_name(name, path)?;
     let doc = Document::new(path, text)?;
-    let raw: RawConnection = toml::from_str(text).map_err(|e| doc.error(e.span(), e.message()))?;
-    let Some(kind) = raw.kind else {
+    let mut raw: RawConnection =
+        toml::from_str(text).map_err(|e| doc.error(e.span(), e.message()))?;
+    let Some(tag) = raw.kind else {
         let message = format!("missing required key \"type\" ({TYPES})");
         return Err(doc.invalid(None, message));
     };
-    let sections = [
-        (ConnectionType::OpenVpn, raw.openvpn.is_some()),
-        (ConnectionType::WireGuard, raw.wireguard.is_some()),
-        (ConnectionType::Macvlan, raw.macvlan.is_some()),
-        (ConnectionType::Routed, raw.routed.is_some()),
-    ];
-    let misplaced = sections
-        .iter()
-        .find(|(owner, present)| *present && *owner != kind)
-        .map(|(owner, _)| owner.as_str());
-    if let Some(section) = misplaced {
-        let why =
-            format!("[{section}] is only for type = \"{section}\", this connection is \"{kind}\"");
-        return Err(doc.key_error(section, &why));
-    }
-    plain::check(
-        &doc,
-        kind,
-        raw.macvlan.as_ref(),
-        raw.routed.as_ref(),
-        raw.dns.as_ref(),
-    )?;
+    let kind = kind(&doc, tag, &mut raw)?;
+    plain::check(&doc, &kind, raw.dns.as_ref())?;
     let netns = match (raw.netns_name.unwrap_or(NetnsChoice::Name), &raw.uuid) {
         (NetnsChoice::Name, _) => name
             .parse()
@@ -472,10 +368,10 @@ pub fn parse(name: &str, path: &Path, text: &str) -> Result<Connection, ConfigEr
             ));
         }
     };
-    let mut forwards = publish::rules(&doc, crate::publish::Direction::Publish, raw.publish)?;
+    let mut forwards = publish::rules(&doc, crate::forward::Direction::Publish, raw.publish)?;
     forwards.extend(publish::rules(
         &doc,
-        crate::publish::Direction::HostAccess,
+        crate::forward::Direction::HostAccess,
         raw.host_access,
     )?);
     Ok(Connection {
@@ -491,13 +387,53 @@ pub fn parse(name: &str, path: &Path, text: &str) -> Result<Connection, ConfigEr
         host_routes_min_prefix: raw
             .host_routes_min_prefix
             .map_or(crate::cover::MIN_PREFIX, |p| p.0),
-        openvpn: raw.openvpn,
-        wireguard: raw.wireguard,
-        macvlan: raw.macvlan,
-        routed: raw.routed,
         dns: raw.dns.unwrap_or_default(),
         exec: raw.exec,
         forwards,
+    })
+}
+
+/// Takes the section that belongs to `tag` out of `raw`; any other section is an
+/// error at its key.
+fn kind(
+    doc: &Document<'_>,
+    tag: ConnectionType,
+    raw: &mut RawConnection,
+) -> Result<Kind, ConfigError> {
+    let sections = [
+        (ConnectionType::OpenVpn, raw.openvpn.is_some()),
+        (ConnectionType::WireGuard, raw.wireguard.is_some()),
+        (ConnectionType::Macvlan, raw.macvlan.is_some()),
+        (ConnectionType::Routed, raw.routed.is_some()),
+    ];
+    let misplaced = sections
+        .iter()
+        .find(|(owner, present)| *present && *owner != tag)
+        .map(|(owner, _)| owner.as_str());
+    if let Some(section) = misplaced {
+        let why =
+            format!("[{section}] is only for type = \"{section}\", this connection is \"{tag}\"");
+        return Err(doc.key_error(section, &why));
+    }
+    let missing = |section: &str, key: &str| {
+        let message =
+            format!("type = \"{section}\" needs a [{section}] section with {key} = \"<device>\"");
+        doc.invalid(None, message)
+    };
+    Ok(match tag {
+        ConnectionType::OpenVpn => Kind::OpenVpn(raw.openvpn.take()),
+        ConnectionType::WireGuard => Kind::WireGuard(raw.wireguard.take().unwrap_or_default()),
+        ConnectionType::Device => Kind::Device,
+        ConnectionType::Macvlan => Kind::Macvlan(
+            raw.macvlan
+                .take()
+                .ok_or_else(|| missing("macvlan", "parent"))?,
+        ),
+        ConnectionType::Routed => Kind::Routed(
+            raw.routed
+                .take()
+                .ok_or_else(|| missing("routed", "uplink"))?,
+        ),
     })
 }
 
@@ -524,136 +460,6 @@ struct RawConnection {
     exec: Option<ExecPolicy>,
     publish: Option<Vec<publish::RawForward>>,
     host_access: Option<Vec<publish::RawForward>>,
-}
-
-enum NetnsChoice {
-    Uuid,
-    Name,
-    Literal(NetnsName),
-}
-
-impl FromStr for NetnsChoice {
-    type Err = InvalidValue;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "uuid" => Ok(Self::Uuid),
-            "name" => Ok(Self::Name),
-            _ => s.parse().map(Self::Literal),
-        }
-    }
-}
-
-/// std's message ("invalid IP address syntax") does not say which value was bad.
-struct Ip(IpAddr);
-
-impl FromStr for Ip {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        s.parse()
-            .map(Self)
-            .map_err(|_| format!("{s:?} is not an IP address"))
-    }
-}
-
-struct AbsPath(PathBuf);
-
-impl FromStr for AbsPath {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s.starts_with('/') && !s.contains('\0') {
-            true => Ok(Self(PathBuf::from(s))),
-            false => Err(format!("{s:?} is not an absolute path")),
-        }
-    }
-}
-
-/// A user or group name. One that can never match an account would silently lock
-/// everyone out of `exec`, so it is refused here instead.
-struct Account(String);
-
-impl FromStr for Account {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        let bad = |c: char| c == ':' || c == '/' || c.is_whitespace() || c.is_control();
-        match s.is_empty() || s.chars().any(bad) {
-            true => Err(format!("{s:?} is not a valid user or group name")),
-            false => Ok(Self(s.to_owned())),
-        }
-    }
-}
-
-fn abs_path<'de, D: Deserializer<'de>>(d: D) -> Result<PathBuf, D::Error> {
-    Ok(AbsPath::deserialize(d)?.0)
-}
-
-fn opt_abs_path<'de, D: Deserializer<'de>>(d: D) -> Result<Option<PathBuf>, D::Error> {
-    abs_path(d).map(Some)
-}
-
-fn ip_list<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<IpAddr>>, D::Error> {
-    Ok(Some(
-        Vec::<Ip>::deserialize(d)?
-            .into_iter()
-            .map(|ip| ip.0)
-            .collect(),
-    ))
-}
-
-fn accounts<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
-    Ok(Vec::<Account>::deserialize(d)?
-        .into_iter()
-        .map(|a| a.0)
-        .collect())
-}
-
-deserialize_via_from_str! {
-    Uuid => "a UUID string",
-    Hostname => "a hostname string",
-    NetnsChoice => "\"name\", \"uuid\" or a namespace name",
-    Ip => "an IP address string",
-    AbsPath => "an absolute path",
-    Account => "a user or group name",
-}
-
-struct TimeoutMs(u64);
-
-/// `host-routes-min-prefix`: 1 to 32 (a /0 route is refused whatever it says).
-struct MinPrefix(u8);
-
-impl<'de> Deserialize<'de> for MinPrefix {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let v = i64::deserialize(d)?;
-        match u8::try_from(v) {
-            Ok(p) if (1..=32).contains(&p) => Ok(MinPrefix(p)),
-            _ => Err(de::Error::custom(format!(
-                "{v} is out of range (a prefix length from 1 to 32)"
-            ))),
-        }
-    }
-}
-
-impl<'de> Deserialize<'de> for TimeoutMs {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl Visitor<'_> for V {
-            type Value = TimeoutMs;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("an integer (milliseconds)")
-            }
-            fn visit_i64<E: de::Error>(self, v: i64) -> Result<TimeoutMs, E> {
-                match u64::try_from(v) {
-                    Ok(v) if (1..=MAX_TIMEOUT_MS).contains(&v) => Ok(TimeoutMs(v)),
-                    _ => Err(E::custom(format!(
-                        "{v} is out of range (1 to {MAX_TIMEOUT_MS} milliseconds)"
-                    ))),
-                }
-            }
-            fn visit_u64<E: de::Error>(self, v: u64) -> Result<TimeoutMs, E> {
-                self.visit_i64(i64::try_from(v).unwrap_or(i64::MAX))
-            }
-        }
-        d.deserialize_u64(V)
-    }
 }
 
 #[cfg(test)]

@@ -33,12 +33,6 @@ fn range(n: &IpNet) -> (u128, u128) {
     (start, start + size_minus_1)
 }
 
-/// Whether `outer` contains all of `inner` (same family).
-fn contains(outer: &IpNet, inner: &IpNet) -> bool {
-    let ((a, b), (c, d)) = (range(outer), range(inner));
-    outer.is_ipv4() == inner.is_ipv4() && a <= c && d <= b
-}
-
 fn halves(v4: bool) -> [IpNet; 2] {
     let parse = |s: &str| s.parse::<IpNet>().expect("constant /1");
     match v4 {
@@ -85,7 +79,7 @@ pub fn too_wide(routes: &[IpNet], min_prefix: u8) -> Vec<TooWide> {
             if union_covers(&fam, &half) {
                 let parts = fam
                     .iter()
-                    .filter(|r| contains(&half, r) || contains(r, &half))
+                    .filter(|r| half.covers(r) || r.covers(&half))
                     .copied()
                     .collect();
                 out.push(TooWide::Union { half, parts });

@@ -29,8 +29,8 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use nix::errno::Errno;
 
-use crate::commands::UsageError;
 use crate::config::{Connection, SessionBus};
+use crate::error::UsageError;
 use crate::netns;
 use crate::spec::NetnsName;
 

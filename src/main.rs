@@ -4,7 +4,8 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use vpn_ns::commands::{self, UsageError};
+use vpn_ns::commands;
+use vpn_ns::error::UsageError;
 use vpn_ns::{cli, config};
 
 fn main() -> ExitCode {

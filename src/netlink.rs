@@ -19,6 +19,7 @@ use rtnetlink::sys::{Socket, SocketAddr, TokioSocket, protocols::NETLINK_ROUTE};
 use rtnetlink::{Handle, LinkUnspec, RouteMessageBuilder};
 
 use crate::netns::{self, NetnsError};
+pub use crate::spec::{AddrInfo, Link, RouteInfo};
 use crate::spec::{Address, IpNet, Route};
 
 /// RTNLGRP_LINK as a bind() group bitmask: link add/change/remove notifications.
@@ -72,18 +73,6 @@ fn req(op: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> NetlinkError {
     }
 }
 
-/// What we need to know about a link.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Link {
-    pub index: u32,
-    pub name: String,
-    pub kind: Option<String>,
-    pub mtu: Option<u32>,
-    pub up: bool,
-    pub rx_bytes: u64,
-    pub tx_bytes: u64,
-}
-
 impl Link {
     fn from_message(m: &LinkMessage) -> Option<Link> {
         let mut link = Link {
@@ -124,29 +113,18 @@ fn kind_name(k: &InfoKind) -> String {
     }
 }
 
-/// An address as the kernel reports it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AddrInfo {
-    pub index: u32,
-    pub local: IpNet,
-    pub peer: Option<IpAddr>,
-}
-
-/// A main-table route as the kernel reports it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RouteInfo {
-    pub dest: IpNet,
-    pub gateway: Option<IpAddr>,
-    pub oif: Option<u32>,
-    pub metric: Option<u32>,
-    /// Kernel-made routes (prefix routes of addresses, local table entries) are not ours.
-    pub scope_link_or_host: bool,
-}
-
 /// A netlink connection bound to one namespace, subscribed to link notifications.
 pub struct Netlink {
     handle: Handle,
     events: UnboundedReceiver<(NetlinkMessage<RouteNetlinkMessage>, SocketAddr)>,
+}
+
+/// The runtime every netlink call here runs on: one thread, because the namespace a
+/// socket is opened in belongs to the thread that opened it (setns is per thread).
+pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
 }
 
 /// A route netlink socket in the calling thread's namespace, subscribed to link events.

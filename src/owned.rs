@@ -84,14 +84,21 @@ pub fn check_dir_if_exists(path: &Path) -> Result<bool, OwnedError> {
     }
 }
 
+/// Creates one directory (mode `mode`, parent not created) unless something exists at
+/// `path`; Ok(true) when this call created it. What exists is not inspected: callers
+/// check it (`ensure_dir`, or their own ownership rule) before trusting it.
+pub fn create_dir(path: &Path, mode: u32) -> io::Result<bool> {
+    match fs::DirBuilder::new().mode(mode).create(path) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
 /// Creates the directory (mode `mode`) unless it exists, then checks it.
 /// Returns whether this call created it.
 pub fn ensure_dir(path: &Path, mode: u32) -> Result<bool, OwnedError> {
-    let created = match fs::DirBuilder::new().mode(mode).create(path) {
-        Ok(()) => true,
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => false,
-        Err(e) => return Err(io_err("cannot create", path)(e)),
-    };
+    let created = create_dir(path, mode).map_err(io_err("cannot create", path))?;
     check_dir(path)?;
     Ok(created)
 }
@@ -173,6 +180,21 @@ mod tests {
         assert!(file_verdict(true, 0, 0o100666).is_err());
         assert!(file_verdict(true, 1000, 0o100644).is_err());
         assert!(file_verdict(false, 0, 0o140777).is_err());
+    }
+
+    #[test]
+    fn create_dir_once_then_exists_and_parents_are_not_made() {
+        let d = std::env::temp_dir().join(format!("vpn-ns-mkdir-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&d);
+        assert!(create_dir(&d, 0o700).unwrap());
+        assert_eq!(fs::metadata(&d).unwrap().mode() & 0o777, 0o700);
+        assert!(!create_dir(&d, 0o700).unwrap());
+        // Something else at the path "exists" too: the caller's check refuses it.
+        fs::write(d.join("f"), "").unwrap();
+        assert!(!create_dir(&d.join("f"), 0o700).unwrap());
+        let e = create_dir(&d.join("no/such"), 0o700).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::NotFound);
+        fs::remove_dir_all(&d).unwrap();
     }
 
     #[test]

@@ -21,7 +21,7 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 use serde::{Deserialize, Serialize};
 
-use crate::config::{Connection, ConnectionType};
+use crate::config::{Connection, Kind};
 use crate::dns;
 use crate::lifecycle::effective_dns;
 use crate::netlink::{Link, Netlink};
@@ -115,9 +115,9 @@ pub fn uplink_note(st: &State) -> Option<String> {
 /// For `check`: the host device a macvlan or routed connection needs, if it is missing
 /// from the calling thread's namespace (the host's, for the main thread).
 pub fn host_device_problem(conn: &Connection) -> Option<String> {
-    let (what, dev) = match (&conn.macvlan, &conn.routed) {
-        (Some(m), _) => ("parent", m.parent.as_str()),
-        (_, Some(r)) => ("uplink", r.uplink.as_str()),
+    let (what, dev) = match &conn.kind {
+        Kind::Macvlan(m) => ("parent", m.parent.as_str()),
+        Kind::Routed(r) => ("uplink", r.uplink.as_str()),
         _ => return None,
     };
     match nix::net::if_::if_nametoindex(dev) {
@@ -129,8 +129,8 @@ pub fn host_device_problem(conn: &Connection) -> Option<String> {
 }
 
 /// True for the connection types this module brings up.
-pub fn handles(kind: ConnectionType) -> bool {
-    matches!(kind, ConnectionType::Macvlan | ConnectionType::Routed)
+pub fn handles(kind: &Kind) -> bool {
+    matches!(kind, Kind::Macvlan(_) | Kind::Routed(_))
 }
 
 #[derive(Debug)]
@@ -199,20 +199,15 @@ pub async fn up(conn: &Connection) -> anyhow::Result<UpReport> {
 
 async fn up_journaled(conn: &Connection, j: &mut Journal) -> anyhow::Result<UpReport> {
     let host = Netlink::connect(None)?;
-    let origin = match conn.kind {
-        ConnectionType::Macvlan => Origin::Macvlan,
-        ConnectionType::Routed => Origin::Routed,
+    let (origin, host_dev) = match &conn.kind {
+        Kind::Macvlan(m) => (Origin::Macvlan, m.parent.as_str()),
+        Kind::Routed(r) => (Origin::Routed, r.uplink.as_str()),
         k => bail!(
             "connection {}: type \"{k}\" is not a plain uplink type",
             conn.name
         ),
     };
     // The host-side device must exist before anything is created.
-    let host_dev = match (&conn.macvlan, &conn.routed) {
-        (Some(m), _) => m.parent.as_str(),
-        (_, Some(r)) => r.uplink.as_str(),
-        _ => bail!("connection {}: no [macvlan] or [routed] section", conn.name),
-    };
     let Some(host_link) = host.link(host_dev).await? else {
         bail!(
             "{} device {host_dev} does not exist in the host namespace",
@@ -241,8 +236,8 @@ async fn up_journaled(conn: &Connection, j: &mut Journal) -> anyhow::Result<UpRe
         .as_ref()
         .is_some_and(|s| s.netns_created && &s.netns == ns);
     let host_veth = conn
-        .routed
-        .as_ref()
+        .kind
+        .routed()
         .map(|_| links::host_veth_name(&conn.name));
     // A record that is not up (an up that died half way, or a kept persistent
     // namespace) makes this connection's devices found now leftovers of ours.
@@ -252,7 +247,7 @@ async fn up_journaled(conn: &Connection, j: &mut Journal) -> anyhow::Result<UpRe
     {
         tracing::info!("removed {v}, left by an earlier up of {}", conn.name);
     }
-    let transfer = match &conn.routed {
+    let transfer = match conn.kind.routed() {
         Some(r) => {
             let taken = host_networks(&host).await?;
             Some(
@@ -262,7 +257,7 @@ async fn up_journaled(conn: &Connection, j: &mut Journal) -> anyhow::Result<UpRe
         }
         None => None,
     };
-    let inside_name = match &conn.macvlan {
+    let inside_name = match conn.kind.macvlan() {
         Some(m) => m.parent.as_str(),
         None => links::ROUTED_INSIDE,
     };
@@ -270,7 +265,7 @@ async fn up_journaled(conn: &Connection, j: &mut Journal) -> anyhow::Result<UpRe
         inside: inside_name.to_owned(),
         host_veth: host_veth.clone(),
         transfer,
-        uplink: conn.routed.as_ref().map(|r| r.uplink.to_string()),
+        uplink: conn.kind.routed().map(|r| r.uplink.to_string()),
         forwarding: false,
         lease: None,
         lease_obtained: None,
@@ -326,7 +321,7 @@ async fn up_journaled(conn: &Connection, j: &mut Journal) -> anyhow::Result<UpRe
     if prior.is_some() && links::delete_link(&inside, inside_name).await? {
         tracing::info!("removed {inside_name} in namespace {ns}, left by an earlier up");
     }
-    let (link, address, gateway, pushed) = match (&conn.macvlan, transfer) {
+    let (link, address, gateway, pushed) = match (conn.kind.macvlan(), transfer) {
         (Some(m), _) => {
             let name = m.parent.as_str();
             let mac = links::mac_for(&conn.name);

@@ -25,13 +25,12 @@ use tokio::task::AbortHandle;
 
 mod relays;
 pub mod remote;
-pub mod rule;
 pub mod side;
 mod tcp;
 mod udp;
 
+pub use crate::forward::{Direction, Endpoint, Proto, Rule};
 pub use relays::{Relays, preflight};
-pub use rule::{Direction, Endpoint, Proto, Rule};
 use side::{Kind, Side};
 
 /// Pending connections per TCP listener, as a typical server's backlog.

@@ -128,66 +128,52 @@ impl fmt::Display for NetnsName {
     }
 }
 
-/// An IP network in CIDR form. The address is kept as given (not masked) so that an
-/// interface address like `192.0.2.7/24` round-trips; `network()` masks it.
+/// An IP network in CIDR form: `ipnet::IpNet` with vpn-ns's stricter parsing (below).
+/// The address is kept as given (not masked) so that an interface address like
+/// `192.0.2.7/24` round-trips; `network()` masks it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
-pub struct IpNet {
-    addr: IpAddr,
-    prefix: u8,
-}
+pub struct IpNet(ipnet::IpNet);
 
 impl IpNet {
     pub fn new(addr: IpAddr, prefix: u8) -> Result<Self, InvalidValue> {
-        let max = if addr.is_ipv4() { 32 } else { 128 };
-        if prefix > max {
-            return Err(invalid(format!(
+        ipnet::IpNet::new(addr, prefix).map(Self).map_err(|_| {
+            let max = if addr.is_ipv4() { 32 } else { 128 };
+            invalid(format!(
                 "prefix length /{prefix} is out of range for {addr} (0-{max})"
-            )));
-        }
-        Ok(Self { addr, prefix })
+            ))
+        })
     }
 
     pub fn addr(&self) -> IpAddr {
-        self.addr
+        self.0.addr()
     }
 
     pub fn prefix(&self) -> u8 {
-        self.prefix
+        self.0.prefix_len()
     }
 
     pub fn is_ipv4(&self) -> bool {
-        self.addr.is_ipv4()
+        self.addr().is_ipv4()
     }
 
     /// The network address (host bits cleared), as routes need it.
     pub fn network(&self) -> IpNet {
-        let addr = match self.addr {
-            IpAddr::V4(a) => {
-                let mask = if self.prefix == 0 {
-                    0
-                } else {
-                    u32::MAX << (32 - self.prefix)
-                };
-                IpAddr::V4(Ipv4Addr::from(u32::from(a) & mask))
-            }
-            IpAddr::V6(a) => {
-                let mask = if self.prefix == 0 {
-                    0
-                } else {
-                    u128::MAX << (128 - self.prefix)
-                };
-                IpAddr::V6(Ipv6Addr::from(u128::from(a) & mask))
-            }
-        };
-        IpNet {
-            addr,
-            prefix: self.prefix,
-        }
+        Self(self.0.trunc())
     }
 
     pub fn is_default(&self) -> bool {
-        self.prefix == 0
+        self.prefix() == 0
+    }
+
+    /// True when `ip` lies inside this network (false for the other family).
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        self.0.contains(&ip)
+    }
+
+    /// True when all of `inner` lies inside this network (false for the other family).
+    pub fn covers(&self, inner: &IpNet) -> bool {
+        self.0.contains(&inner.0)
     }
 }
 
@@ -236,7 +222,8 @@ impl From<IpNet> for String {
 
 impl fmt::Display for IpNet {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.addr, self.prefix)
+        // Not ipnet's Display, so that the text stays vpn-ns's own format.
+        write!(f, "{}/{}", self.addr(), self.prefix())
     }
 }
 
@@ -340,6 +327,39 @@ pub struct NetworkSpec {
     pub dns: DnsSpec,
 }
 
+// What the kernel reports, as netlink reads it and verify checks it.
+
+/// What we need to know about a link.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Link {
+    pub index: u32,
+    pub name: String,
+    pub kind: Option<String>,
+    pub mtu: Option<u32>,
+    pub up: bool,
+    pub rx_bytes: u64,
+    pub tx_bytes: u64,
+}
+
+/// An address as the kernel reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AddrInfo {
+    pub index: u32,
+    pub local: IpNet,
+    pub peer: Option<IpAddr>,
+}
+
+/// A main-table route as the kernel reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteInfo {
+    pub dest: IpNet,
+    pub gateway: Option<IpAddr>,
+    pub oif: Option<u32>,
+    pub metric: Option<u32>,
+    /// Kernel-made routes (prefix routes of addresses, local table entries) are not ours.
+    pub scope_link_or_host: bool,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -416,6 +436,34 @@ mod tests {
         ] {
             assert!(bad.parse::<IpNet>().is_err(), "{bad}");
         }
+    }
+
+    /// One `contains` (and `covers`) for every caller: the family never matches across
+    /// v4 and v6, host bits of the network do not matter, /0 holds its whole family.
+    #[test]
+    fn ipnet_contains_and_covers() {
+        let net = |s: &str| s.parse::<IpNet>().unwrap();
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let cases = [
+            ("192.0.2.7/24", "192.0.2.255", true),
+            ("192.0.2.7/24", "192.0.3.0", false),
+            ("192.0.2.0/24", "::ffff:192.0.2.1", false),
+            ("0.0.0.0/0", "203.0.113.9", true),
+            ("0.0.0.0/0", "2001:db8::1", false),
+            ("::/0", "192.0.2.1", false),
+            ("fd00::1/64", "fd00::ffff", true),
+            ("192.0.2.1/32", "192.0.2.1", true),
+            ("192.0.2.1/32", "192.0.2.2", false),
+        ];
+        for (n, a, want) in cases {
+            assert_eq!(net(n).contains(ip(a)), want, "{n} contains {a}");
+        }
+        assert!(net("0.0.0.0/1").covers(&net("10.0.0.0/8")));
+        assert!(net("10.0.0.0/8").covers(&net("10.0.0.0/8")));
+        assert!(!net("10.0.0.0/8").covers(&net("0.0.0.0/1")));
+        assert!(!net("::/0").covers(&net("10.0.0.0/8")));
+        assert_eq!(net("192.0.2.7/24").to_string(), "192.0.2.7/24");
+        assert_eq!(net("192.0.2.7/24").addr(), ip("192.0.2.7"));
     }
 
     #[test]

@@ -10,8 +10,7 @@ use std::net::IpAddr;
 
 use serde::Serialize;
 
-use crate::netlink::{AddrInfo, Link, RouteInfo};
-use crate::spec::IpNet;
+use crate::spec::{AddrInfo, Link, RouteInfo};
 
 pub const STATE: &str = "state";
 pub const LINKS: &str = "links";
@@ -316,17 +315,12 @@ pub fn parse_resolv_conf(text: &str) -> Resolv {
     r
 }
 
-fn contains(net: &IpNet, ip: IpAddr) -> bool {
-    net.is_ipv4() == ip.is_ipv4()
-        && IpNet::new(ip, net.prefix()).is_ok_and(|n| n.network() == net.network())
-}
-
 /// The route the kernel would pick from `routes` (main table): longest prefix, then
 /// lowest metric.
 pub fn lookup(routes: &[RouteInfo], ip: IpAddr) -> Option<&RouteInfo> {
     routes
         .iter()
-        .filter(|r| contains(&r.dest, ip))
+        .filter(|r| r.dest.contains(ip))
         .min_by_key(|r| (std::cmp::Reverse(r.dest.prefix()), r.metric.unwrap_or(0)))
 }
 

@@ -17,7 +17,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use crate::netlink::{Link, RouteInfo};
-use crate::spec::{Address, InterfaceName, IpNet, NetworkSpec, Route};
+use crate::spec::{Address, InterfaceName, NetworkSpec, Route};
 
 pub use parse::{WgConfig, WgError};
 
@@ -107,7 +107,7 @@ pub fn default_mtu(endpoints: &[SocketAddr], routes: &[RouteInfo], links: &[Link
     let best_route = |ip: IpAddr| {
         routes
             .iter()
-            .filter(|r| r.dest.is_ipv4() == ip.is_ipv4() && contains(&r.dest, ip))
+            .filter(|r| r.dest.contains(ip))
             .max_by_key(|r| (r.dest.prefix(), std::cmp::Reverse(r.metric.unwrap_or(0))))
     };
     let mut mtu = endpoints
@@ -126,13 +126,6 @@ pub fn default_mtu(endpoints: &[SocketAddr], routes: &[RouteInfo], links: &[Link
         mtu = FALLBACK_UPLINK_MTU;
     }
     mtu.saturating_sub(OVERHEAD)
-}
-
-fn contains(net: &IpNet, ip: IpAddr) -> bool {
-    match IpNet::new(ip, net.prefix()) {
-        Ok(n) => n.network() == net.network(),
-        Err(_) => false,
-    }
 }
 
 /// A warning when the file holding a private key is readable by other users.

@@ -9,7 +9,7 @@ use anyhow::Context as _;
 use crate::adopt::{self, Snapshot};
 use crate::cli::GlobalArgs;
 use crate::commands::{UsageError, config_dir, runtime};
-use crate::config::{self, Connection, ConnectionType};
+use crate::config::{self, Connection, Kind};
 use crate::lifecycle::{self, UpReport};
 use crate::netlink::Netlink;
 use crate::netns;
@@ -47,7 +47,7 @@ pub fn run(g: &GlobalArgs, name: &str, device: &str) -> anyhow::Result<ExitCode>
 }
 
 pub(crate) fn check_adoptable(conn: &Connection) -> Result<(), UsageError> {
-    if conn.kind != ConnectionType::Device {
+    if conn.kind != Kind::Device {
         return Err(UsageError(format!(
             "{}: adopting a device needs type = \"device\" (this connection is \"{}\", which vpn-ns brings up itself)",
             conn.path.display(),

@@ -9,7 +9,7 @@ use std::process::{Command, ExitCode, Stdio};
 use crate::check;
 use crate::cli::GlobalArgs;
 use crate::commands::config_dir;
-use crate::config::{self, Connection, ConnectionType};
+use crate::config::{self, Connection, Kind};
 use crate::openvpn::conf;
 
 struct Finding {
@@ -44,7 +44,7 @@ pub fn run(g: &GlobalArgs, only: Option<&str>) -> anyhow::Result<ExitCode> {
             Err(e) => add(name, e.to_string()),
         }
     }
-    if conns.iter().any(|c| c.kind == ConnectionType::OpenVpn)
+    if conns.iter().any(|c| matches!(c.kind, Kind::OpenVpn(_)))
         && let Some(p) = check::openvpn_problem(openvpn_version().as_deref())
     {
         add("host", p);
@@ -138,9 +138,9 @@ fn openvpn_version() -> Option<String> {
 fn connection_problems(c: &Connection) -> Vec<String> {
     let mut v = Vec::new();
     v.extend(file_permission_problem(&c.path));
-    match c.kind {
-        ConnectionType::OpenVpn => {
-            if let Some(section) = &c.openvpn {
+    match &c.kind {
+        Kind::OpenVpn(section) => {
+            if let Some(section) = section {
                 v.extend(openvpn_file_problems(&section.config, true));
             }
             // Hook mode: the user starts OpenVPN with a config that calls vpn-ns; check
@@ -149,14 +149,13 @@ fn connection_problems(c: &Connection) -> Vec<String> {
                 PathBuf::from(format!("/etc/openvpn/client/{}.conf", c.name)),
                 PathBuf::from(format!("/etc/openvpn/{}.conf", c.name)),
             ] {
-                let native = c.openvpn.as_ref().is_some_and(|s| s.config == p);
+                let native = section.as_ref().is_some_and(|s| s.config == p);
                 if !native && p.exists() {
                     v.extend(openvpn_file_problems(&p, false));
                 }
             }
         }
-        ConnectionType::WireGuard => {
-            let section = c.wireguard.clone().unwrap_or_default();
+        Kind::WireGuard(section) => {
             v.extend(check::wireguard_problem(
                 section.backend,
                 wireguard_module(),
@@ -173,10 +172,10 @@ fn connection_problems(c: &Connection) -> Vec<String> {
                 }
             }
         }
-        ConnectionType::Macvlan | ConnectionType::Routed => {
+        Kind::Macvlan(_) | Kind::Routed(_) => {
             v.extend(crate::plain::host_device_problem(c));
         }
-        ConnectionType::Device => {}
+        Kind::Device => {}
     }
     v
 }

@@ -8,7 +8,7 @@ use anyhow::Context as _;
 
 use crate::cli::GlobalArgs;
 use crate::commands::{config_dir, runtime};
-use crate::config::{self, Connection, ConnectionType};
+use crate::config::{self, Connection, Kind};
 use crate::procs::PidFd;
 use crate::state::{self, State};
 use crate::{dns, lifecycle, netns, procs};
@@ -31,7 +31,7 @@ const KILL_GRACE: Duration = Duration::from_secs(5);
 pub fn run(g: &GlobalArgs, name: &str, purge: bool, kill: bool) -> anyhow::Result<ExitCode> {
     let dir = config_dir(g)?;
     let conn = config::load(&dir, name)?;
-    if conn.kind == ConnectionType::WireGuard {
+    if let Kind::WireGuard(_) = conn.kind {
         if purge
             && !kill
             && let Some(st) = state::load(&conn.name)?
@@ -44,7 +44,7 @@ pub fn run(g: &GlobalArgs, name: &str, purge: bool, kill: bool) -> anyhow::Resul
         }
         return Ok(code);
     }
-    if crate::plain::handles(conn.kind) {
+    if crate::plain::handles(&conn.kind) {
         if purge
             && !kill
             && let Some(st) = state::load(&conn.name)?
@@ -65,11 +65,8 @@ pub fn run(g: &GlobalArgs, name: &str, purge: bool, kill: bool) -> anyhow::Resul
         refuse_busy_namespace(&st)?;
     }
     match conn.kind {
-        ConnectionType::OpenVpn => stop_vpn_process(&conn, &st, "openvpn")?,
-        ConnectionType::Device
-        | ConnectionType::WireGuard
-        | ConnectionType::Macvlan
-        | ConnectionType::Routed => {}
+        Kind::OpenVpn(_) => stop_vpn_process(&conn, &st, "openvpn")?,
+        Kind::Device | Kind::WireGuard(_) | Kind::Macvlan(_) | Kind::Routed(_) => {}
     }
     finish_down(&conn, &st)?;
     if purge {

@@ -8,7 +8,7 @@ use anyhow::Context as _;
 
 use crate::cli::GlobalArgs;
 use crate::commands::{UsageError, config_dir, runtime};
-use crate::config::{self, ConnectionType};
+use crate::config::{self, Kind};
 use crate::cover::{self, TooWide};
 use crate::lifecycle;
 use crate::openvpn::{self, Context, Phase};
@@ -18,9 +18,9 @@ use crate::state::{self, Origin};
 pub fn openvpn(g: &GlobalArgs, conn_name: &str) -> anyhow::Result<ExitCode> {
     let dir = config_dir(g)?;
     let conn = config::load(&dir, conn_name)?;
-    if conn.kind != ConnectionType::OpenVpn {
+    if !matches!(conn.kind, Kind::OpenVpn(_)) {
         return Err(UsageError(format!(
-            "{}: connection {conn_name} has type {:?}; `hook openvpn` needs type = \"openvpn\"",
+            "{}: connection {conn_name} has type {}; `hook openvpn` needs type = \"openvpn\"",
             conn.path.display(),
             conn.kind
         ))

@@ -11,6 +11,7 @@ mod plain;
 mod probe;
 mod publish;
 mod status;
+mod status_model;
 mod status_view;
 mod up;
 mod verify;
@@ -23,10 +24,8 @@ use std::process::ExitCode;
 use crate::cli::{Cli, Command, GlobalArgs, HookCommand};
 use crate::config;
 
-/// Bad usage that is not a clap parse error (exit code 2).
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct UsageError(pub String);
+pub use crate::error::UsageError;
+pub use crate::netlink::runtime;
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     // A normal user (real uid != 0) manages their own connections (docs/unprivileged.md).
@@ -132,12 +131,6 @@ fn elevated_by() -> Option<&'static str> {
 }
 
 /// A single-threaded runtime: everything vpn-ns awaits is a few netlink round trips.
-pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?)
-}
-
 #[cfg(test)]
 mod setuid_tests {
     use super::setuid_refusal;

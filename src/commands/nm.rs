@@ -51,7 +51,7 @@ pub fn hook(g: &GlobalArgs, action: &str) -> anyhow::Result<ExitCode> {
         refuse_untrusted(p).map_err(|e| anyhow::Error::from(e).context(what.clone()))?;
     }
     let conn = config::load(&dir, &stem).with_context(|| what.clone())?;
-    match nm::decide_file(conn.kind, conn.uuid.as_ref(), &ev) {
+    match nm::decide_file(conn.kind.tag(), conn.uuid.as_ref(), &ev) {
         FileDecision::Act => {}
         FileDecision::LeaveAlone(why) => {
             tracing::info!("{what}: {}: {why}: left alone", path.display());

@@ -13,7 +13,7 @@ use std::os::unix::fs::MetadataExt;
 use futures::StreamExt;
 use nix::sched::CloneFlags;
 
-use super::status::ProcOut;
+use super::status_model::ProcOut;
 use crate::netlink::{self, AddrInfo, Link, Netlink, NetlinkError, RouteInfo};
 use crate::netns;
 use crate::spec::NetnsName;

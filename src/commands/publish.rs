@@ -10,9 +10,9 @@ use anyhow::{Context as _, bail};
 use crate::cli::GlobalArgs;
 use crate::commands::{UsageError, config_dir};
 use crate::config::{self, Connection};
+use crate::forward::parse_spec;
 use crate::keeper::control::{self, Reply, Request};
 use crate::keeper::socket_path;
-use crate::publish::rule::parse_spec;
 use crate::publish::{Direction, Rule};
 
 /// Binding a listener (and, the first time, starting the relay threads) is quick.

@@ -1,6 +1,7 @@
 use super::*;
 use crate::commands::probe::{command_line, effective_uid};
 use crate::commands::status_view::{ago, bytes, render_list, render_status};
+use crate::config::ConnectionType;
 use crate::publish::Direction;
 use crate::state::Origin;
 
@@ -188,7 +189,8 @@ fn conn(name: &str, st: StateKind) -> ConnStatus {
 
 #[test]
 fn published_relays_are_listed_with_counts() {
-    use crate::publish::{RelayStatus, rule::parse_spec};
+    use crate::forward::parse_spec;
+    use crate::publish::RelayStatus;
     let relay = |spec: &str, d, active, error: Option<&str>| RelayStatus {
         rule: parse_spec(spec, d).unwrap(),
         active,

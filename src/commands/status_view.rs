@@ -2,7 +2,7 @@
 
 use std::fmt::Write as _;
 
-use super::status::{ConnStatus, Report, RouteOut, StateKind};
+use super::status_model::{ConnStatus, Report, RouteOut, StateKind};
 
 pub fn render_status(r: &Report, now: u64) -> String {
     if r.connections.is_empty() {

@@ -17,7 +17,7 @@ use nix::sys::signal::{SigSet, Signal};
 
 use crate::cli::GlobalArgs;
 use crate::commands::{UsageError, config_dir, runtime};
-use crate::config::{self, Connection, ConnectionType};
+use crate::config::{self, Connection, Kind, OpenVpnSection};
 use crate::openvpn::conf;
 use crate::procs::{self, PidFd};
 use crate::state::{self, State};
@@ -32,12 +32,12 @@ const STOP_GRACE: Duration = Duration::from_secs(15);
 pub fn run(g: &GlobalArgs, name: &str, foreground: bool) -> anyhow::Result<ExitCode> {
     let dir = config_dir(g)?;
     let conn = config::load(&dir, name)?;
-    let code = match conn.kind {
-        ConnectionType::OpenVpn => openvpn(g, &conn, foreground),
-        ConnectionType::WireGuard => super::wg::up(g, name, foreground),
-        ConnectionType::Macvlan | ConnectionType::Routed => super::plain::up(&conn, foreground),
-        ConnectionType::Device if restore_keeper(&conn)? => Ok(ExitCode::SUCCESS),
-        ConnectionType::Device => Err(UsageError(format!(
+    let code = match &conn.kind {
+        Kind::OpenVpn(section) => openvpn(g, &conn, section.as_ref(), foreground),
+        Kind::WireGuard(_) => super::wg::up(g, name, foreground),
+        Kind::Macvlan(_) | Kind::Routed(_) => super::plain::up(&conn, foreground),
+        Kind::Device if restore_keeper(&conn)? => Ok(ExitCode::SUCCESS),
+        Kind::Device => Err(UsageError(format!(
             "{}: a type = \"device\" connection is brought up by whatever creates the device; run `vpn-ns adopt {name} <DEVICE>` once it exists",
             conn.path.display()
         ))
@@ -83,8 +83,8 @@ fn script_command(parts: &[String]) -> anyhow::Result<String> {
 }
 
 /// Reads the OpenVPN config and refuses it when a directive conflicts with vpn-ns.
-fn checked_config(conn: &Connection) -> anyhow::Result<PathBuf> {
-    let Some(section) = &conn.openvpn else {
+fn checked_config(conn: &Connection, section: Option<&OpenVpnSection>) -> anyhow::Result<PathBuf> {
+    let Some(section) = section else {
         return Err(UsageError(format!(
             "{}: `vpn-ns up` needs an [openvpn] section with config = \"/etc/openvpn/client/{}.conf\"",
             conn.path.display(),
@@ -155,14 +155,19 @@ fn foreground_signals() -> SigSet {
     s
 }
 
-fn openvpn(g: &GlobalArgs, conn: &Connection, foreground: bool) -> anyhow::Result<ExitCode> {
+fn openvpn(
+    g: &GlobalArgs,
+    conn: &Connection,
+    section: Option<&OpenVpnSection>,
+    foreground: bool,
+) -> anyhow::Result<ExitCode> {
     // Blocked before anything starts, so a SIGTERM during start-up waits for the
     // forwarding loop instead of being lost (OpenVPN gets a clean mask at spawn).
     let signals = foreground.then(foreground_signals);
     if let Some(s) = &signals {
         s.thread_block().context("cannot block signals")?;
     }
-    let config = checked_config(conn)?;
+    let config = checked_config(conn, section)?;
     if let Some(st) = state::load(&conn.name)?
         && st.up
     {

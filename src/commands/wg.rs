@@ -10,7 +10,7 @@ use nix::sys::signal::{SigSet, Signal};
 
 use crate::cli::{GlobalArgs, WgAction};
 use crate::commands::{UsageError, config_dir, runtime};
-use crate::config::{self, Connection, ConnectionType, WgBackend, WireGuardSection};
+use crate::config::{self, Connection, Kind, WgBackend, WireGuardSection};
 use crate::lifecycle::{self, UpReport};
 use crate::netlink::Netlink;
 use crate::procs::ProcId;
@@ -21,17 +21,23 @@ use crate::wireguard::{self, WgConfig, device, kernel, uapi};
 /// How long a userspace implementation gets to exit after SIGTERM.
 pub(super) const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 
-fn load_wg_conn(g: &GlobalArgs, conn_name: &str, what: &str) -> anyhow::Result<Connection> {
+/// The connection and its `[wireguard]` section (the defaults when the file has none).
+fn load_wg_conn(
+    g: &GlobalArgs,
+    conn_name: &str,
+    what: &str,
+) -> anyhow::Result<(Connection, WireGuardSection)> {
     let conn = config::load(&config_dir(g)?, conn_name)?;
-    if conn.kind != ConnectionType::WireGuard {
+    let Kind::WireGuard(section) = &conn.kind else {
         return Err(UsageError(format!(
             "{}: connection {conn_name} has type {}; `{what}` needs type = \"wireguard\"",
             conn.path.display(),
             conn.kind
         ))
         .into());
-    }
-    Ok(conn)
+    };
+    let section = section.clone();
+    Ok((conn, section))
 }
 
 fn load_wg_file(path: &Path) -> anyhow::Result<WgConfig> {
@@ -62,8 +68,7 @@ pub(super) enum Made {
 }
 
 pub fn up(g: &GlobalArgs, conn_name: &str, foreground: bool) -> anyhow::Result<ExitCode> {
-    let conn = load_wg_conn(g, conn_name, "up")?;
-    let section = conn.wireguard.clone().unwrap_or_default();
+    let (conn, section) = load_wg_conn(g, conn_name, "up")?;
     let path = section
         .config
         .clone()
@@ -308,7 +313,7 @@ pub(super) async fn destroy(made: Made, iface: &str, ns: Option<&NetnsName>) {
 }
 
 pub fn down(g: &GlobalArgs, conn_name: &str) -> anyhow::Result<ExitCode> {
-    let conn = load_wg_conn(g, conn_name, "down")?;
+    let (conn, _) = load_wg_conn(g, conn_name, "down")?;
     let rt = runtime()?;
     let _lock = state::lock(&conn.name)?;
     if let Some(st) = state::load(&conn.name)?
@@ -377,7 +382,7 @@ pub fn hook(
     conn_name: &str,
     iface: &str,
 ) -> anyhow::Result<ExitCode> {
-    let conn = load_wg_conn(g, conn_name, "hook wg-quick")?;
+    let (conn, section) = load_wg_conn(g, conn_name, "hook wg-quick")?;
     let iface: InterfaceName = iface
         .parse()
         .map_err(|e| UsageError(format!("interface {iface:?}: {e}")))?;
@@ -385,7 +390,6 @@ pub fn hook(
     let _lock = state::lock(&conn.name)?;
     match action {
         WgAction::Up => {
-            let section = conn.wireguard.clone().unwrap_or_default();
             let path = hook_config_path(&section, &iface);
             let cfg = load_wg_file(&path)?;
             if !cfg.interface.dns.servers.is_empty() || !cfg.interface.dns.search.is_empty() {

@@ -7,7 +7,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer};
 
-use super::{ConfigError, ConnectionType, DnsOverride, FromStrVisitor, Ip, locate::Document};
+use super::{ConfigError, DnsOverride, FromStrVisitor, Ip, Kind, locate::Document};
 use crate::spec::{InterfaceName, InvalidValue, IpNet};
 
 /// The macvlan modes of `ip link add ... type macvlan mode MODE`.
@@ -106,18 +106,11 @@ fn opt_v4<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Ipv4Addr>, D::Error>
     }
 }
 
-/// True when `ip` lies inside `net`.
-pub fn contains(net: &IpNet, ip: IpAddr) -> bool {
-    IpNet::new(ip, net.prefix()).is_ok_and(|n| n.network() == net.network())
-}
-
-/// Checks that only make sense across keys: the section the type needs, static
-/// addressing versus DHCP, where DNS comes from.
+/// Checks that only make sense across keys: static addressing versus DHCP, where DNS
+/// comes from.
 pub(super) fn check(
     doc: &Document<'_>,
-    kind: ConnectionType,
-    macvlan: Option<&MacvlanSection>,
-    routed: Option<&RoutedSection>,
+    kind: &Kind,
     dns: Option<&DnsOverride>,
 ) -> Result<(), ConfigError> {
     let has_dns = dns.is_some_and(|d| d.servers.as_ref().is_some_and(|s| !s.is_empty()));
@@ -127,57 +120,41 @@ pub(super) fn check(
         Err(doc.key_error("dns", &message))
     };
     match kind {
-        ConnectionType::Macvlan => {
-            let Some(m) = macvlan else {
-                let message =
-                    "type = \"macvlan\" needs a [macvlan] section with parent = \"<device>\"";
-                return Err(doc.invalid(None, message.to_owned()));
-            };
-            match (m.dhcp, m.address) {
-                (true, Some(_)) => {
-                    return Err(doc.key_error(
-                        "macvlan.address",
-                        "conflicts with dhcp = true (DHCP assigns the address)",
-                    ));
-                }
-                (true, None) if m.gateway.is_some() => {
+        Kind::Macvlan(m) => match (m.dhcp, m.address) {
+            (true, Some(_)) => {
+                return Err(doc.key_error(
+                    "macvlan.address",
+                    "conflicts with dhcp = true (DHCP assigns the address)",
+                ));
+            }
+            (true, None) if m.gateway.is_some() => {
+                return Err(doc.key_error(
+                    "macvlan.gateway",
+                    "conflicts with dhcp = true (DHCP assigns the gateway)",
+                ));
+            }
+            (true, None) => {}
+            (false, None) => {
+                return Err(doc.key_error(
+                    "macvlan",
+                    "needs address = \"<ip>/<prefix>\" (or dhcp = true)",
+                ));
+            }
+            (false, Some(a)) => {
+                if let Some(g) = m.gateway
+                    && (!a.contains(IpAddr::V4(g)) || a.addr() == IpAddr::V4(g))
+                {
                     return Err(doc.key_error(
                         "macvlan.gateway",
-                        "conflicts with dhcp = true (DHCP assigns the gateway)",
+                        &format!("{g} is not another host in {}", a.network()),
                     ));
                 }
-                (true, None) => {}
-                (false, None) => {
-                    return Err(doc.key_error(
-                        "macvlan",
-                        "needs address = \"<ip>/<prefix>\" (or dhcp = true)",
-                    ));
-                }
-                (false, Some(a)) => {
-                    if let Some(g) = m.gateway
-                        && (!contains(&a, IpAddr::V4(g)) || a.addr() == IpAddr::V4(g))
-                    {
-                        return Err(doc.key_error(
-                            "macvlan.gateway",
-                            &format!("{g} is not another host in {}", a.network()),
-                        ));
-                    }
-                    if !has_dns {
-                        return no_dns(" with a static address");
-                    }
+                if !has_dns {
+                    return no_dns(" with a static address");
                 }
             }
-        }
-        ConnectionType::Routed => {
-            if routed.is_none() {
-                let message =
-                    "type = \"routed\" needs a [routed] section with uplink = \"<device>\"";
-                return Err(doc.invalid(None, message.to_owned()));
-            }
-            if !has_dns {
-                return no_dns("");
-            }
-        }
+        },
+        Kind::Routed(_) if !has_dns => return no_dns(""),
         _ => {}
     }
     Ok(())

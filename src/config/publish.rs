@@ -1,5 +1,5 @@
 //! `[[publish]]` and `[[host-access]]`: ports relayed across the namespace boundary
-//! (see crate::publish and docs/publish.md).
+//! (see crate::forward, crate::publish and docs/publish.md).
 
 use std::collections::HashSet;
 use std::fmt;
@@ -11,7 +11,7 @@ use serde::de::{self, Deserializer, Visitor};
 use toml::Spanned;
 
 use super::{ConfigError, FromStrVisitor, locate::Document};
-use crate::publish::{Direction, Endpoint, Proto, Rule, rule::DEFAULT_ADDR};
+use crate::forward::{DEFAULT_ADDR, Direction, Endpoint, Proto, Rule};
 
 /// One entry as written; `target` defaults to the listen port on 127.0.0.1.
 #[derive(Deserialize)]
@@ -100,7 +100,7 @@ mod tests {
     use std::path::Path;
 
     use crate::config::{ConfigError, Connection, parse};
-    use crate::publish::{Direction, Endpoint, Proto, Rule};
+    use crate::forward::{Direction, Endpoint, Proto, Rule};
 
     fn conn(extra: &str) -> Result<Connection, ConfigError> {
         let text = format!("type = \"device\"\n{extra}");

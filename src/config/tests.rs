@@ -1,5 +1,8 @@
 use super::*;
 
+// type = "macvlan" and type = "routed".
+mod plain;
+
 const PATH: &str = "/etc/vpn-ns/work.toml";
 
 /// DESIGN.md §2 verbatim: it shows every section for reference, including one
@@ -47,7 +50,7 @@ fn design_example_parses_once_sections_match_type() {
     let c = parse_work(&without_wireguard_section(DESIGN_EXAMPLE)).unwrap();
     assert_eq!(c.name, "work");
     assert_eq!(c.path, Path::new(PATH));
-    assert_eq!(c.kind, ConnectionType::OpenVpn);
+    assert_eq!(c.kind.tag(), ConnectionType::OpenVpn);
     assert_eq!(
         c.uuid.as_ref().unwrap().as_str(),
         "0f5c6a3e-8c1b-4c43-a8f5-3b1b0c6f9d21"
@@ -55,11 +58,10 @@ fn design_example_parses_once_sections_match_type() {
     assert!(c.netns_isolate && !c.netns_persistent && c.default_route);
     assert_eq!(c.netns.as_str(), "work");
     assert_eq!(c.netns_timeout, Duration::from_millis(5000));
-    assert_eq!(
-        c.openvpn.unwrap().config,
-        Path::new("/etc/openvpn/client/work.conf")
-    );
-    assert!(c.wireguard.is_none());
+    let Kind::OpenVpn(Some(section)) = &c.kind else {
+        panic!("{:?}", c.kind)
+    };
+    assert_eq!(section.config, Path::new("/etc/openvpn/client/work.conf"));
     assert_eq!(
         c.dns.servers,
         Some(vec!["192.0.2.53".parse::<IpAddr>().unwrap()])
@@ -77,11 +79,18 @@ fn design_example_parses_once_sections_match_type() {
     );
 }
 
+fn wireguard(c: Connection) -> WireGuardSection {
+    match c.kind {
+        Kind::WireGuard(w) => w,
+        k => panic!("{k:?}"),
+    }
+}
+
 #[test]
 fn wireguard_section() {
     let text = "type = \"wireguard\"\n[wireguard]\nconfig = \"/etc/wireguard/home.conf\"\n\
                 backend = \"userspace\"\nuserspace = \"/usr/local/bin/boringtun\"\n";
-    let wg = parse_work(text).unwrap().wireguard.unwrap();
+    let wg = wireguard(parse_work(text).unwrap());
     assert_eq!(
         wg.config.as_deref(),
         Some(Path::new("/etc/wireguard/home.conf"))
@@ -89,10 +98,11 @@ fn wireguard_section() {
     assert_eq!(wg.backend, WgBackend::Userspace);
     assert_eq!(wg.userspace, "/usr/local/bin/boringtun");
 
-    let wg = parse_work("type = \"wireguard\"\n[wireguard]\n")
-        .unwrap()
-        .wireguard
-        .unwrap();
+    let wg = wireguard(parse_work("type = \"wireguard\"\n[wireguard]\n").unwrap());
+    assert_eq!(
+        wireguard(parse_work("type = \"wireguard\"\n").unwrap()),
+        WireGuardSection::default()
+    );
     assert_eq!(wg, WireGuardSection::default());
     for (kw, want) in [
         ("builtin", WgBackend::Builtin),
@@ -101,7 +111,7 @@ fn wireguard_section() {
         ("auto", WgBackend::Auto),
     ] {
         let text = format!("type = \"wireguard\"\n[wireguard]\nbackend = \"{kw}\"\n");
-        assert_eq!(parse_work(&text).unwrap().wireguard.unwrap().backend, want);
+        assert_eq!(wireguard(parse_work(&text).unwrap()).backend, want);
     }
     assert_eq!(WgBackend::Userspace.to_string(), "wireguard-go");
     assert_eq!(
@@ -113,18 +123,18 @@ fn wireguard_section() {
 #[test]
 fn defaults() {
     let c = parse_work("type = \"device\"").unwrap();
-    assert_eq!(c.kind, ConnectionType::Device);
+    assert_eq!(c.kind, Kind::Device);
     assert!(c.uuid.is_none());
     assert!(c.netns_isolate);
     assert!(!c.netns_persistent);
     assert_eq!(c.netns.as_str(), "work");
     assert_eq!(c.netns_timeout, Duration::from_millis(5000));
     assert!(c.default_route);
-    assert!(c.openvpn.is_none() && c.wireguard.is_none() && c.exec.is_none());
+    assert!(c.exec.is_none());
     assert_eq!(c.dns, DnsOverride::default());
 
     let c = parse_work("type = \"openvpn\"\n[exec]\n").unwrap();
-    assert!(c.openvpn.is_none());
+    assert_eq!(c.kind, Kind::OpenVpn(None));
     let exec = c.exec.unwrap();
     assert!(exec.users.is_empty() && exec.groups.is_empty() && exec.hostname.is_none());
     assert_eq!(exec.session_bus, crate::config::SessionBus::None);
@@ -431,7 +441,7 @@ fn load_from_dir() {
     dir.write("home.toml", "type = \"wireguard\"\n");
     let c = load(&dir.0, "home").unwrap();
     assert_eq!(
-        (c.name.as_str(), c.kind),
+        (c.name.as_str(), c.kind.tag()),
         ("home", ConnectionType::WireGuard)
     );
     assert_eq!(c.path, dir.0.join("home.toml"));
@@ -474,187 +484,6 @@ fn load_all_sorted_and_filtered() {
 }
 
 #[test]
-fn macvlan_static_and_dhcp() {
-    let c = parse_work(
-        "type = \"macvlan\"\n[macvlan]\nparent = \"eth0\"\naddress = \"192.0.2.10/24\"\n\
-         gateway = \"192.0.2.1\"\n[dns]\nservers = [\"192.0.2.53\"]\n",
-    )
-    .unwrap();
-    assert_eq!(c.kind, ConnectionType::Macvlan);
-    let m = c.macvlan.unwrap();
-    assert_eq!(m.parent.as_str(), "eth0");
-    assert!(!m.dhcp);
-    assert_eq!(m.address.unwrap().to_string(), "192.0.2.10/24");
-    assert_eq!(m.gateway, Some("192.0.2.1".parse().unwrap()));
-    assert_eq!(m.mode, MacvlanMode::Bridge);
-
-    let d = parse_work(
-        "type = \"macvlan\"\n[macvlan]\nparent = \"lan0\"\ndhcp = true\nmode = \"private\"\n",
-    )
-    .unwrap();
-    let m = d.macvlan.unwrap();
-    assert!(m.dhcp && m.address.is_none());
-    assert_eq!(m.mode, MacvlanMode::Private);
-    assert!(d.routed.is_none());
-}
-
-#[test]
-fn routed_with_and_without_transfer() {
-    let c = parse_work(
-        "type = \"routed\"\n[routed]\nuplink = \"wlan0\"\ntransfer = \"100.64.77.0/30\"\n\
-         [dns]\nservers = [\"192.0.2.53\"]\n",
-    )
-    .unwrap();
-    assert_eq!(c.kind, ConnectionType::Routed);
-    let r = c.routed.unwrap();
-    assert_eq!(r.uplink.as_str(), "wlan0");
-    assert_eq!(r.transfer.unwrap().to_string(), "100.64.77.0/30");
-    let d = parse_work(
-        "type = \"routed\"\n[routed]\nuplink = \"wlan0\"\n[dns]\nservers = [\"192.0.2.53\"]\n",
-    )
-    .unwrap();
-    assert!(d.routed.unwrap().transfer.is_none());
-    assert_eq!(
-        serde_json::to_string(&ConnectionType::Routed).unwrap(),
-        "\"routed\""
-    );
-}
-
-#[test]
-fn plain_types_bad_files() {
-    let dns = "[dns]\nservers = [\"192.0.2.53\"]\n";
-    // (file text, line (None: no line), what the message must contain)
-    let cases: Vec<(String, Option<usize>, &[&str])> = vec![
-        (
-            "type = \"macvlan\"\n".into(),
-            None,
-            &["needs a [macvlan] section"],
-        ),
-        (
-            "type = \"routed\"\n".into(),
-            None,
-            &["needs a [routed] section"],
-        ),
-        (
-            format!("type = \"macvlan\"\n[macvlan]\nparent = \"eth0\"\n{dns}"),
-            Some(2),
-            &["key \"macvlan\"", "needs address"],
-        ),
-        (
-            format!(
-                "type = \"macvlan\"\n[macvlan]\nparent = \"eth0\"\ndhcp = true\naddress = \"192.0.2.10/24\"\n{dns}"
-            ),
-            Some(5),
-            &["key \"macvlan.address\"", "conflicts with dhcp = true"],
-        ),
-        (
-            format!(
-                "type = \"macvlan\"\n[macvlan]\nparent = \"eth0\"\naddress = \"192.0.2.10/24\"\ngateway = \"198.51.100.1\"\n{dns}"
-            ),
-            Some(5),
-            &[
-                "key \"macvlan.gateway\"",
-                "not another host in 192.0.2.0/24",
-            ],
-        ),
-        (
-            "type = \"macvlan\"\n[macvlan]\nparent = \"eth0\"\naddress = \"192.0.2.10/24\"\n"
-                .into(),
-            None,
-            &["key \"dns\"", "needs DNS servers"],
-        ),
-        (
-            format!(
-                "type = \"macvlan\"\n[macvlan]\nparent = \"eth0\"\naddress = \"192.0.2.10\"\n{dns}"
-            ),
-            Some(4),
-            &["key \"macvlan.address\"", "with a prefix length"],
-        ),
-        (
-            format!(
-                "type = \"macvlan\"\n[macvlan]\nparent = \"eth0\"\ndhcp = true\nmode = \"bridged\"\n{dns}"
-            ),
-            Some(5),
-            &["key \"macvlan.mode\"", "unknown macvlan mode \"bridged\""],
-        ),
-        (
-            format!(
-                "type = \"macvlan\"\n[macvlan]\nparent = \"a-very-long-interface\"\ndhcp = true\n{dns}"
-            ),
-            Some(3),
-            &["key \"macvlan.parent\"", "longer than 15 bytes"],
-        ),
-        (
-            format!(
-                "type = \"routed\"\n[routed]\nuplink = \"wlan0\"\ntransfer = \"100.64.77.1/30\"\n{dns}"
-            ),
-            Some(4),
-            &["key \"routed.transfer\"", "host bits set", "100.64.77.0/30"],
-        ),
-        (
-            format!(
-                "type = \"routed\"\n[routed]\nuplink = \"wlan0\"\ntransfer = \"100.64.77.0/31\"\n{dns}"
-            ),
-            Some(4),
-            &["key \"routed.transfer\"", "at most /30"],
-        ),
-        (
-            "type = \"routed\"\n[routed]\nuplink = \"wlan0\"\n".into(),
-            None,
-            &["key \"dns\"", "type = \"routed\" needs DNS servers"],
-        ),
-        (
-            format!("type = \"routed\"\n[routed]\nuplink = \"wlan0\"\nnat = true\n{dns}"),
-            Some(4),
-            &["unknown key \"nat\" in [routed]"],
-        ),
-        (
-            format!("type = \"routed\"\n[macvlan]\nparent = \"eth0\"\ndhcp = true\n{dns}"),
-            Some(2),
-            &["key \"macvlan\"", "only for type = \"macvlan\""],
-        ),
-        (
-            format!("type = \"macvlan\"\n[routed]\nuplink = \"eth0\"\n{dns}"),
-            Some(2),
-            &["key \"routed\"", "only for type = \"routed\""],
-        ),
-        (
-            "type = \"bridge\"\n".into(),
-            Some(1),
-            &["\"macvlan\" or \"routed\""],
-        ),
-    ];
-    for (text, line, needles) in &cases {
-        let msg = parse_work(text).map(|_| ()).unwrap_err().to_string();
-        let prefix = match line {
-            Some(l) => format!("{PATH} line {l}: "),
-            None => format!("{PATH}: "),
-        };
-        assert!(
-            msg.starts_with(&prefix),
-            "want prefix {prefix:?}, got {msg:?}"
-        );
-        for needle in *needles {
-            assert!(msg.contains(needle), "{msg:?} lacks {needle:?}");
-        }
-    }
-}
-
-#[test]
-fn plain_config_examples_parse() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("config-examples");
-    for (name, kind) in [
-        ("lan", ConnectionType::Macvlan),
-        ("lte", ConnectionType::Routed),
-    ] {
-        let p = root.join(format!("{name}.toml"));
-        let text = std::fs::read_to_string(&p).unwrap();
-        let c = parse(name, &p, &text).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(c.kind, kind);
-    }
-}
-
-#[test]
 fn host_routes_min_prefix_range() {
     assert_eq!(
         parse_work("type = \"device\"")
@@ -672,5 +501,42 @@ fn host_routes_min_prefix_range() {
         .unwrap_or_else(|| panic!("{bad} accepted"))
         .to_string();
         assert!(e.contains("host-routes-min-prefix"), "{bad}: {e}");
+    }
+}
+
+/// A section belongs to one type: any other type's file with it is refused at the
+/// section's line, naming both types.
+#[test]
+fn sections_of_another_type() {
+    let cases = [
+        (
+            "device",
+            "[openvpn]\nconfig = \"/etc/o.conf\"\n",
+            2,
+            "openvpn",
+        ),
+        ("openvpn", "[wireguard]\n", 2, "wireguard"),
+        ("wireguard", "[macvlan]\nparent = \"eth0\"\n", 2, "macvlan"),
+        ("macvlan", "[routed]\nuplink = \"eth0\"\n", 2, "routed"),
+        (
+            "routed",
+            "[openvpn]\nconfig = \"/etc/o.conf\"\n",
+            2,
+            "openvpn",
+        ),
+        (
+            "device",
+            "[dns]\nservers = [\"192.0.2.1\"]\n[wireguard]\n",
+            4,
+            "wireguard",
+        ),
+    ];
+    for (ty, rest, line, section) in cases {
+        let text = format!("type = \"{ty}\"\n{rest}");
+        let err = parse_work(&text).unwrap_err().to_string();
+        let want = format!(
+            "{PATH} line {line}: key \"{section}\": [{section}] is only for type = \"{section}\", this connection is \"{ty}\""
+        );
+        assert!(err.starts_with(&want), "{text}: {err}");
     }
 }

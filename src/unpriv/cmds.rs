@@ -10,7 +10,7 @@ use anyhow::Context as _;
 use super::state::{self, UserState};
 use super::{UnprivError, check, conf, keeper, ns};
 use crate::cli::{Cli, Command, GlobalArgs};
-use crate::commands::UsageError;
+use crate::error::UsageError;
 use crate::procs::{PidFd, ProcId};
 use crate::wireguard::peers::{self, PeerInfo};
 use crate::wireguard::uapi;

@@ -103,7 +103,7 @@ fn checks() -> String {
 }
 
 fn net_checks() -> anyhow::Result<String> {
-    let rt = crate::commands::runtime()?;
+    let rt = crate::netlink::runtime()?;
     rt.block_on(async {
         let nl = Netlink::connect(None)?;
         let links = nl.links().await?;

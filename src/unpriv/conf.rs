@@ -6,7 +6,7 @@ use std::io::Read as _;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use crate::config::{self, ConfigError, Connection, ConnectionType};
+use crate::config::{self, ConfigError, Connection, Kind};
 use crate::spec::InterfaceName;
 use crate::wireguard::{self, WgConfig};
 
@@ -74,7 +74,7 @@ pub fn load(dir: &Path, name: &str) -> Result<UserConn, ConfigError> {
         return Err(invalid(&path, line_of(&text, key), format!("{key}: {why}")));
     }
     let conn = config::parse(name, &path, &text)?;
-    if conn.kind != ConnectionType::WireGuard {
+    if !matches!(conn.kind, Kind::WireGuard(_)) {
         return Err(invalid(
             &path,
             line_of(&text, "type"),
@@ -115,10 +115,11 @@ pub fn load(dir: &Path, name: &str) -> Result<UserConn, ConfigError> {
 
 /// `[wireguard] config`, else `<conn>.conf` beside the connection file.
 fn wg_file(conn: &Connection, dir: &Path) -> PathBuf {
-    conn.wireguard
-        .as_ref()
-        .and_then(|w| w.config.clone())
-        .unwrap_or_else(|| dir.join(format!("{}.conf", conn.name)))
+    let named = match &conn.kind {
+        Kind::WireGuard(w) => w.config.clone(),
+        _ => None,
+    };
+    named.unwrap_or_else(|| dir.join(format!("{}.conf", conn.name)))
 }
 
 /// The first key a user connection may not have, with why. Keys are matched in the

@@ -258,7 +258,7 @@ fn host_side_spec(
         None => {
             // A current-thread runtime starts no thread: the unshare below needs a
             // single-threaded process.
-            let rt = crate::commands::runtime()?;
+            let rt = crate::netlink::runtime()?;
             let eps: Vec<_> = endpoints.iter().flatten().copied().collect();
             rt.block_on(async {
                 let nl = Netlink::connect(None)?;
@@ -376,7 +376,7 @@ fn start_loops(dev: &Arc<Device>) -> Result<File, UnprivError> {
 
 /// lo up; the tun's MTU, addresses, link up and routes: in the keeper's own namespace.
 fn configure(spec: &NetworkSpec) -> anyhow::Result<()> {
-    let rt = crate::commands::runtime()?;
+    let rt = crate::netlink::runtime()?;
     rt.block_on(async {
         let nl = Netlink::connect(None)?;
         if let Some(lo) = nl.link("lo").await? {

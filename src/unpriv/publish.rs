@@ -9,9 +9,9 @@ use anyhow::{Context as _, bail};
 
 use super::{UnprivError, conf, state};
 use crate::cli::GlobalArgs;
-use crate::commands::UsageError;
+use crate::error::UsageError;
+use crate::forward::parse_spec;
 use crate::keeper::control::{self, Reply, Request};
-use crate::publish::rule::parse_spec;
 use crate::publish::{Direction, RelayStatus, Rule};
 
 /// Binding a listener (and, the first time, starting the relay threads) is quick.

@@ -3,9 +3,9 @@
 //! (`$XDG_RUNTIME_DIR/vpn-ns`, which must be the user's own, mode 0700), and the state
 //! record the keeper writes there once the connection is up.
 
-use std::fs::{self, DirBuilder, OpenOptions};
+use std::fs::{self, OpenOptions};
 use std::io::Write as _;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -83,15 +83,8 @@ pub fn runtime_dir() -> Result<PathBuf, UnprivError> {
         });
     }
     let dir = base.join("vpn-ns");
-    match DirBuilder::new().mode(0o700).create(&dir) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-        Err(e) => {
-            return Err(UnprivError::io("cannot create", dir.display().to_string())(
-                e,
-            ));
-        }
-    }
+    crate::owned::create_dir(&dir, 0o700)
+        .map_err(UnprivError::io("cannot create", dir.display().to_string()))?;
     owned_dir(&dir, uid)?;
     Ok(dir)
 }

@@ -5,7 +5,7 @@
 use std::fs::{self, OpenOptions};
 use std::io;
 use std::os::fd::AsFd;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -84,17 +84,11 @@ pub fn start_userspace(
     conn: &str,
 ) -> Result<Userspace, DeviceError> {
     let dir = Path::new(SOCKET_DIR);
-    match fs::DirBuilder::new().mode(0o755).create(dir) {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-        Err(source) => {
-            return Err(DeviceError::Io {
-                op: "cannot create",
-                path: dir.to_owned(),
-                source,
-            });
-        }
-    }
+    crate::owned::create_dir(dir, 0o755).map_err(|source| DeviceError::Io {
+        op: "cannot create",
+        path: dir.to_owned(),
+        source,
+    })?;
     let socket = uapi::socket_path(iface);
     // Watch before starting, so the socket's creation cannot slip between the two.
     let inotify = Inotify::init(InitFlags::IN_CLOEXEC | InitFlags::IN_NONBLOCK).map_err(|e| {

@@ -408,8 +408,9 @@ fn config_examples_parse() {
     let toml_path = root.join("home.toml");
     let text = std::fs::read_to_string(&toml_path).unwrap();
     let conn = crate::config::parse("home", &toml_path, &text).unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(conn.kind, crate::config::ConnectionType::WireGuard);
-    let section = conn.wireguard.expect("[wireguard]");
+    let crate::config::Kind::WireGuard(section) = conn.kind else {
+        panic!("{:?}", conn.kind)
+    };
     assert_eq!(
         section.config.as_deref(),
         Some(Path::new("/etc/wireguard/home.conf"))

@@ -4,8 +4,12 @@
 //!   compatibly with vpn-ns's own licence (docs/licensing.md); exit 1 naming each one
 //!   that is not.
 //! - `copyright`: print the Debian copyright file of the binary package.
+//! - `deps`: every crate in the product's `[dependencies]` is used in src/.
+//! - `layers`: no module names a module above its layer (docs/architecture.md).
 
 mod copyright;
+mod deps;
+mod layers;
 mod licences;
 
 use std::process::ExitCode;
@@ -20,8 +24,10 @@ fn main() -> ExitCode {
     {
         ["licences"] => licences::run(),
         ["copyright"] => copyright::run(),
+        ["layers"] => layers::run(),
+        ["deps"] => deps::run(),
         _ => {
-            eprintln!("usage: cargo xtask licences | copyright");
+            eprintln!("usage: cargo xtask licences | copyright | layers | deps");
             ExitCode::from(2)
         }
     }

@@ -6,7 +6,7 @@
 use std::fmt::Write as _;
 use std::fs;
 use std::io::{self, BufRead, BufReader, Write};
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, UNIX_EPOCH};
@@ -29,10 +29,10 @@ pub struct Server {
 /// The socket directory must be ours: a directory (not a symlink) owned by root and
 /// writable by nobody else, or a local user could swap the socket.
 fn check_dir(dir: &Path) -> Result<(), BuiltinError> {
-    match fs::DirBuilder::new().mode(0o755).create(dir) {
-        Ok(()) => return Ok(()),
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-        Err(e) => return Err(BuiltinError::io("cannot create", dir.display().to_string())(e)),
+    let created = crate::owned::create_dir(dir, 0o755)
+        .map_err(BuiltinError::io("cannot create", dir.display().to_string()))?;
+    if created {
+        return Ok(());
     }
     let m = fs::symlink_metadata(dir).map_err(BuiltinError::io(
         "cannot inspect",
