@@ -12,11 +12,9 @@ use std::io::{self, Write};
 use std::net::IpAddr;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::lifecycle::LifecycleError;
 use crate::netlink::{AddrInfo, Link, Netlink, NetlinkError, RouteInfo};
 use crate::nm::Owner;
 use crate::spec::{Address, DnsSpec, InterfaceName, IpNet, NetworkSpec, Route};
@@ -205,38 +203,6 @@ pub fn forget(conn: &str) -> Result<(), StateError> {
             source,
         }),
     }
-}
-
-/// Re-applies the snapshot of `conn` to its device in the host namespace (when
-/// `returned` says the device came back there) and forgets the snapshot.
-pub async fn restore(
-    conn: &str,
-    returned: Option<&str>,
-    timeout: Duration,
-) -> Result<(), LifecycleError> {
-    if let (Some(dev), Some(snap)) = (returned, load(conn)) {
-        let mut nl = Netlink::connect(None)?;
-        let link = nl.wait_for_link(dev, timeout).await?;
-        let configure = |source| LifecycleError::Configure {
-            device: dev.to_owned(),
-            ns: "host".to_owned(),
-            source,
-        };
-        for a in &snap.addresses {
-            nl.add_address(&link, a).await.map_err(configure)?;
-        }
-        nl.set_up(link.index, dev).await.map_err(configure)?;
-        for r in &snap.routes {
-            nl.add_route(&link, r).await.map_err(configure)?;
-        }
-        tracing::info!(
-            "{dev} is back in the host namespace with {} address(es) and {} route(s)",
-            snap.addresses.len(),
-            snap.routes.len()
-        );
-    }
-    forget(conn)?;
-    Ok(())
 }
 
 #[cfg(test)]

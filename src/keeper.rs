@@ -187,6 +187,36 @@ pub fn discard(conn: &str, k: ProcId) {
     }
 }
 
+/// The keeper as the lifecycle's supervisor: relays checked, then the keeper spawned.
+pub struct Keepers;
+
+static KEEPERS: Keepers = Keepers;
+
+/// The real system edges for the lifecycle, with this module's keeper.
+pub fn system() -> crate::lifecycle::System<'static> {
+    crate::lifecycle::System::new(&KEEPERS)
+}
+
+impl crate::lifecycle::Supervisor for Keepers {
+    fn start(
+        &self,
+        conn: &Connection,
+        ns: Option<&std::fs::File>,
+    ) -> Result<ProcId, crate::lifecycle::SupervisorError> {
+        crate::publish::preflight(conn, ns)?;
+        Ok(spawn(conn)?)
+    }
+    fn stop(&self, st: &State) {
+        stop(st)
+    }
+    fn stop_id(&self, conn: &str, k: ProcId) {
+        stop_id(conn, k)
+    }
+    fn discard(&self, conn: &str, k: ProcId) {
+        discard(conn, k)
+    }
+}
+
 /// `vpn-ns up` of a connection that is already up: if its keeper is gone (killed),
 /// start a new one; the network is not touched. Returns the new keeper, if one was
 /// started. Takes the connection's lock.

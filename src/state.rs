@@ -198,15 +198,49 @@ pub fn load_all() -> Result<Vec<State>, StateError> {
 
 /// Writes atomically (temp file + rename) so a crash never leaves half a record.
 pub fn save(state: &State) -> Result<(), StateError> {
-    ensure_dir()?;
-    let p = state_path(&state.connection);
-    let tmp = p.with_extension("json.tmp");
     let body = serde_json::to_vec_pretty(state).expect("state serializes");
+    write_atomic(&state_path(&state.connection), &body)
+}
+
+/// Writes `path` under `/run/vpn-ns` atomically: an exclusive temp file (never through
+/// a symlink), synced, renamed over `path`. A crash leaves the old file or the new one.
+pub fn write_atomic(path: &Path, body: &[u8]) -> Result<(), StateError> {
+    ensure_dir()?;
+    let mut name = path.file_name().unwrap_or_default().to_owned();
+    name.push(".tmp");
+    let tmp = path.with_file_name(name);
     let mut f = crate::owned::create_temp(&tmp, 0o644)?;
-    f.write_all(&body)
+    f.write_all(body)
         .and_then(|()| f.sync_all())
         .map_err(io_err("cannot write", &tmp))?;
-    fs::rename(&tmp, &p).map_err(io_err("cannot rename into", &p))
+    fs::rename(&tmp, path).map_err(io_err("cannot rename into", path))
+}
+
+/// Reads a record file under `/run/vpn-ns` (never through a symlink); `None` if absent.
+pub fn read_record(path: &Path) -> Result<Option<Vec<u8>>, StateError> {
+    crate::owned::check_dir_if_exists(&run_dir())?;
+    let read = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .and_then(|mut f| {
+            let mut v = Vec::new();
+            io::Read::read_to_end(&mut f, &mut v).map(|_| v)
+        });
+    match read {
+        Ok(b) => Ok(Some(b)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io_err("cannot read", path)(e)),
+    }
+}
+
+/// Removes a file under `/run/vpn-ns`; absent is fine.
+pub fn remove_file(path: &Path) -> Result<(), StateError> {
+    match fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(io_err("cannot remove", path)(e)),
+    }
 }
 
 pub fn remove(conn: &str) -> Result<(), StateError> {

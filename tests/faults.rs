@@ -4,7 +4,10 @@
 //! namespace and every namespace has a known owner; the retry then succeeds and leaves
 //! a fully up or fully clean system. The hook runs with OpenVPN's environment on a
 //! persistent tun, so a killed call leaves the device where it was (as with
-//! `persist-tun`), the hardest case for the next call.
+//! `persist-tun`), the hardest case for the next call. The uplink kinds (routed,
+//! macvlan) go through the same engine and are killed at the same steps, plus their
+//! own (after the device pair, after NAT), with the host-side state they leave (veth,
+//! NAT table, ip_forward) checked too.
 
 use vpn_ns_testkit as common;
 
@@ -234,5 +237,179 @@ fn native_up_cleans_up_after_a_killed_hook() {
         assert_gone(&sb, "work", "work");
         assert_eq!(sb.netns_list(), vec![SERVER_NS.to_owned()], "{point}");
         assert_host_untouched(&sb);
+    }
+}
+
+/// Points a routed connection passes; a macvlan one passes all but `up:after-nat`.
+const PLAIN_UP_POINTS: [&str; 9] = [
+    "up:after-lock",
+    "up:netns-file-created",
+    "up:after-create-netns",
+    "up:after-uplink-device",
+    "up:after-nat",
+    "up:after-addresses",
+    "up:after-routes",
+    "up:after-dns",
+    "up:before-state-save",
+];
+
+const PLAIN_DOWN_POINTS: [&str; 4] = [
+    "down:after-nat-delete",
+    "down:after-device-strip",
+    "down:after-netns-delete",
+    "down:before-state-remove",
+];
+
+/// The uplink connections: `wifi` (routed out of `wan0`), `lan` (macvlan on `lan0`).
+fn plain_sandbox(name: &str) -> Sandbox {
+    let sb = Sandbox::new(name);
+    sb.must(
+        "ip link add wan0 type veth peer name wan0p && ip link set wan0 up && \
+         ip link add lan0 type veth peer name lan0p && ip link set lan0 up",
+    );
+    sb.write_conn(
+        "wifi",
+        "type = \"routed\"\n[routed]\nuplink = \"wan0\"\n[dns]\nservers = [\"192.0.2.53\"]\n",
+    );
+    sb.write_conn(
+        "lan",
+        "type = \"macvlan\"\n[macvlan]\nparent = \"lan0\"\naddress = \"192.0.2.10/24\"\n\
+         gateway = \"192.0.2.1\"\n[dns]\nservers = [\"192.0.2.53\"]\n",
+    );
+    sb
+}
+
+fn plain_points<'a>(conn: &str, points: &'a [&'a str]) -> Vec<&'a str> {
+    points
+        .iter()
+        .copied()
+        .filter(|p| conn == "wifi" || !p.contains("nat"))
+        .collect()
+}
+
+fn plain_call(sb: &Sandbox, args: &[&str], fault: Option<&str>) -> Output {
+    let mut c = sb.vpn_ns();
+    c.arg("--config-dir").arg(sb.config_dir()).args(args);
+    if let Some(p) = fault {
+        c.env("VPN_NS_FAULT", p);
+    }
+    c.stdin(std::process::Stdio::null())
+        .output()
+        .expect("run vpn-ns")
+}
+
+fn plain_must(sb: &Sandbox, args: &[&str], when: &str) {
+    let o = plain_call(sb, args, None);
+    assert!(
+        o.status.success(),
+        "{when}: vpn-ns {args:?} failed ({}): {}",
+        o.status,
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+/// After a kill: every namespace has a known owner, and host-side leftovers (the veth,
+/// the NAT table, the forwarding claim) have a record that lets down find them.
+fn plain_after_kill(sb: &Sandbox, conn: &str, host_links: &[String], when: &str) {
+    assert_owners_known(sb, &[], when);
+    let leftovers = sb.links_in(None) != host_links
+        || sb.must("nft list tables").contains("vpn_ns")
+        || sb.exists("/run/vpn-ns/@forwarding/wifi");
+    if leftovers {
+        assert!(
+            sb.exists(&format!("/run/vpn-ns/{conn}.plain")),
+            "{when}: host-side leftovers without a record"
+        );
+    }
+}
+
+fn plain_assert_up(sb: &Sandbox, conn: &str, when: &str) {
+    assert_eq!(sb.netns_list(), [conn], "{when}");
+    let st = state_text(sb, conn).unwrap_or_default();
+    assert!(st.contains("\"up\": true"), "{when}: {st}");
+    let inside = if conn == "wifi" { "eth0" } else { "lan0" };
+    assert_eq!(sb.links_in(Some(conn)), sorted(&[inside, "lo"]), "{when}");
+}
+
+fn plain_assert_clean(sb: &Sandbox, conn: &str, host_links: &[String], when: &str) {
+    assert!(sb.netns_list().is_empty(), "{when}: {:?}", sb.netns_list());
+    assert_eq!(sb.links_in(None), host_links, "{when}: a link is left");
+    assert!(!sb.must("nft list tables").contains("vpn_ns"), "{when}");
+    assert_eq!(
+        sb.must("cat /proc/sys/net/ipv4/ip_forward").trim(),
+        "0",
+        "{when}: ip_forward"
+    );
+    for f in [
+        format!("/run/vpn-ns/{conn}.json"),
+        format!("/run/vpn-ns/{conn}.plain"),
+    ] {
+        assert!(!sb.exists(&f), "{when}: {f} left");
+    }
+    assert!(!sb.exists(&format!("/etc/netns/{conn}")), "{when}");
+}
+
+/// Uplink kinds killed during up, then up again: the retry completes, and down leaves
+/// the host as it was.
+#[test]
+fn plain_killed_up_then_up_again() {
+    if !require_root("plain_killed_up_then_up_again") {
+        return;
+    }
+    let sb = plain_sandbox("fault-plain-up");
+    let host_links = sb.links_in(None);
+    for conn in ["wifi", "lan"] {
+        for point in plain_points(conn, &PLAIN_UP_POINTS) {
+            let when = format!("{conn}, after SIGKILL at {point}");
+            assert_killed(&plain_call(&sb, &["up", conn], Some(point)), point);
+            plain_after_kill(&sb, conn, &host_links, &when);
+            plain_must(&sb, &["up", conn], &when);
+            plain_assert_up(&sb, conn, &when);
+            plain_must(&sb, &["down", conn], &when);
+            plain_assert_clean(&sb, conn, &host_links, &when);
+        }
+    }
+}
+
+/// Uplink kinds killed during up, then down: down removes everything up made.
+#[test]
+fn plain_killed_up_then_down() {
+    if !require_root("plain_killed_up_then_down") {
+        return;
+    }
+    let sb = plain_sandbox("fault-plain-updown");
+    let host_links = sb.links_in(None);
+    for conn in ["wifi", "lan"] {
+        for point in plain_points(conn, &PLAIN_UP_POINTS) {
+            let when = format!("{conn}, down after SIGKILL at {point}");
+            assert_killed(&plain_call(&sb, &["up", conn], Some(point)), point);
+            plain_after_kill(&sb, conn, &host_links, &when);
+            plain_must(&sb, &["down", conn], &when);
+            plain_assert_clean(&sb, conn, &host_links, &when);
+        }
+    }
+}
+
+/// Uplink kinds killed during down, then down again: clean; and the next up works.
+#[test]
+fn plain_killed_down_then_down_again() {
+    if !require_root("plain_killed_down_then_down_again") {
+        return;
+    }
+    let sb = plain_sandbox("fault-plain-down");
+    let host_links = sb.links_in(None);
+    for conn in ["wifi", "lan"] {
+        for point in plain_points(conn, &PLAIN_DOWN_POINTS) {
+            let when = format!("{conn}, after SIGKILL at {point}");
+            plain_must(&sb, &["up", conn], &when);
+            assert_killed(&plain_call(&sb, &["down", conn], Some(point)), point);
+            plain_after_kill(&sb, conn, &host_links, &when);
+            plain_must(&sb, &["down", conn], &when);
+            plain_assert_clean(&sb, conn, &host_links, &when);
+            plain_must(&sb, &["up", conn], &when);
+            plain_assert_up(&sb, conn, &when);
+            plain_must(&sb, &["down", conn], &when);
+            plain_assert_clean(&sb, conn, &host_links, &when);
+        }
     }
 }

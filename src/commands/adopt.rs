@@ -140,7 +140,8 @@ pub(crate) fn adopt_device(
             tracing::warn!("cannot bring {dev} down before the move: {e}");
         }
         let spec = snap.spec(dns)?;
-        match lifecycle::up(conn, &spec, Origin::Adopt, None).await {
+        let sys = crate::keeper::system();
+        match lifecycle::up(&sys, conn, &spec, Origin::Adopt, None).await {
             Ok(report) => {
                 let f = netns::open(&conn.netns)
                     .with_context(|| format!("cannot open namespace {}", conn.netns))?;
@@ -153,8 +154,9 @@ pub(crate) fn adopt_device(
             }
             Err(e) => {
                 // The rollback moved the device back bare; give it its configuration again.
+                let back = Some(dev.as_str());
                 if let Err(re) =
-                    adopt::restore(name, Some(dev.as_str()), conn.netns_timeout).await
+                    lifecycle::restore_adopted(&sys, name, back, conn.netns_timeout).await
                 {
                     tracing::error!("rollback: cannot restore {dev} in the host namespace: {re}");
                 }
@@ -219,7 +221,7 @@ async fn released_stale(conn: &Connection, st: &state::State) -> anyhow::Result<
     {
         return Ok(false);
     }
-    lifecycle::down_with(conn, lifecycle::Handback::Release)
+    lifecycle::down_with(&crate::keeper::system(), conn, lifecycle::Handback::Release)
         .await
         .with_context(|| format!("connection {}: cannot release its stale record", conn.name))?;
     tracing::info!(

@@ -137,7 +137,7 @@ fn finish_down(conn: &Connection, before: &State) -> anyhow::Result<()> {
         return Ok(());
     }
     let report = runtime()?
-        .block_on(lifecycle::down(conn))
+        .block_on(lifecycle::down(&crate::keeper::system(), conn))
         .with_context(|| format!("connection {}: down failed", conn.name))?;
     match (report.netns, report.removed_netns) {
         (Some(ns), true) => tracing::info!("{}: down, namespace {ns} removed", conn.name),

@@ -43,7 +43,13 @@ pub fn openvpn(g: &GlobalArgs, conn_name: &str) -> anyhow::Result<ExitCode> {
             // OpenVPN, known by pid and start time: the keeper watches it by pidfd.
             let vpn = crate::procs::ProcId::of(std::os::unix::process::parent_id());
             let report = rt
-                .block_on(lifecycle::up(&conn, spec, Origin::OpenvpnHook, vpn))
+                .block_on(lifecycle::up(
+                    &crate::keeper::system(),
+                    &conn,
+                    spec,
+                    Origin::OpenvpnHook,
+                    vpn,
+                ))
                 .with_context(|| {
                     format!("connection {conn_name}: up failed, changes rolled back")
                 })?;
@@ -59,7 +65,7 @@ pub fn openvpn(g: &GlobalArgs, conn_name: &str) -> anyhow::Result<ExitCode> {
         (Phase::Down, Context::Init) => {
             let _lock = state::lock(&conn.name)?;
             let report = rt
-                .block_on(lifecycle::down(&conn))
+                .block_on(lifecycle::down(&crate::keeper::system(), &conn))
                 .with_context(|| format!("connection {conn_name}: down failed"))?;
             match (&report.netns, report.removed_netns, report.was_up) {
                 (None, _, false) => tracing::info!("{conn_name}: was not up, nothing to do"),

@@ -11,7 +11,7 @@ use crate::commands::{UsageError, config_dir, runtime};
 use crate::config::{self, Connection};
 use crate::spec::NetnsName;
 use crate::state::{self, Origin};
-use crate::{keeper, lifecycle, plain};
+use crate::{keeper, lifecycle};
 
 pub fn run(g: &GlobalArgs, name: &str) -> anyhow::Result<ExitCode> {
     let dir = config_dir(g)?;
@@ -36,9 +36,12 @@ fn take_down(conn: &Connection) -> anyhow::Result<()> {
     let rt = runtime()?;
     match st.origin {
         Origin::Wireguard => rt.block_on(super::wg::native_down(conn)),
-        Origin::Macvlan | Origin::Routed => rt.block_on(plain::down(conn)).map(drop),
-        Origin::OpenvpnHook | Origin::Adopt | Origin::WgQuickHook => rt
-            .block_on(lifecycle::down(conn))
+        Origin::Macvlan
+        | Origin::Routed
+        | Origin::OpenvpnHook
+        | Origin::Adopt
+        | Origin::WgQuickHook => rt
+            .block_on(lifecycle::down(&crate::keeper::system(), conn))
             .map(drop)
             .map_err(Into::into),
     }

@@ -156,7 +156,11 @@ fn down(conn: &config::Connection, ev: &Event, what: &str) -> anyhow::Result<Exi
     }
     let rt = runtime()?;
     let report = rt
-        .block_on(lifecycle::down_with(conn, Handback::Release))
+        .block_on(lifecycle::down_with(
+            &crate::keeper::system(),
+            conn,
+            Handback::Release,
+        ))
         .with_context(|| format!("{what}: connection {name}: down failed"))?;
     match (&report.netns, report.removed_netns) {
         (Some(ns), true) => tracing::info!("{what}: namespace {ns} removed"),

@@ -8,7 +8,7 @@ use nix::sys::signal::{SigSet, Signal};
 
 use crate::commands::runtime;
 use crate::config::Connection;
-use crate::plain;
+use crate::lifecycle;
 use crate::{keeper, state};
 
 pub fn up(conn: &Connection, foreground: bool) -> anyhow::Result<ExitCode> {
@@ -19,7 +19,7 @@ pub fn up(conn: &Connection, foreground: bool) -> anyhow::Result<ExitCode> {
     let already_up = {
         let _lock = state::lock(&conn.name)?;
         let r = rt
-            .block_on(plain::up(conn))
+            .block_on(lifecycle::up_plain(&keeper::system(), conn))
             .with_context(|| format!("connection {name}: up failed, changes rolled back"))?;
         match r.already_up {
             true => tracing::info!("{name}: already up in namespace {}", r.netns),
@@ -65,7 +65,7 @@ fn down_loaded(conn: &Connection, rt: &tokio::runtime::Runtime) -> anyhow::Resul
     let name = &conn.name;
     let _lock = state::lock(name)?;
     let r = rt
-        .block_on(plain::down(conn))
+        .block_on(lifecycle::down(&keeper::system(), conn))
         .with_context(|| format!("connection {name}: down failed"))?;
     if let Some(v) = &r.restored_forwarding {
         tracing::info!("{name}: last routed connection down, net.ipv4.ip_forward restored to {v}");

@@ -307,7 +307,7 @@ fn cleanup(conn: &Connection, pid: u32) -> anyhow::Result<()> {
     if state::load(&conn.name)?.is_some_and(|st| (st.up || st.creating) && st.vpn_pid == Some(pid))
     {
         runtime()?
-            .block_on(lifecycle::down(conn))
+            .block_on(lifecycle::down(&crate::keeper::system(), conn))
             .with_context(|| format!("connection {}: cleanup after openvpn failed", conn.name))?;
     }
     Ok(())
@@ -336,7 +336,7 @@ fn clean_dead(conn: &Connection) -> anyhow::Result<()> {
         }
     );
     runtime()?
-        .block_on(lifecycle::down(conn))
+        .block_on(lifecycle::down(&crate::keeper::system(), conn))
         .with_context(|| format!("connection {}: cleanup of the dead VPN failed", conn.name))?;
     Ok(())
 }

@@ -250,7 +250,9 @@ async fn native_up(
         let req = uapi::set_request(cfg, endpoints);
         uapi::set(&uapi::socket_path(iface.as_str()), &req, conn.netns_timeout)
             .with_context(|| format!("cannot configure {iface}"))?;
-        Ok::<_, anyhow::Error>(lifecycle::up(&c, &spec, Origin::Wireguard, pid).await?)
+        Ok::<_, anyhow::Error>(
+            lifecycle::up(&crate::keeper::system(), &c, &spec, Origin::Wireguard, pid).await?,
+        )
     }
     .await;
     match res {
@@ -359,7 +361,7 @@ pub(crate) async fn native_down(conn: &Connection) -> anyhow::Result<()> {
         let f = crate::netns::open(&st.netns)?;
         kernel::delete(dev, Some(&f)).await?;
     }
-    let report = lifecycle::down(conn).await?;
+    let report = lifecycle::down(&crate::keeper::system(), conn).await?;
     if let Some(dev) = &dev {
         if st.vpn_pid.is_none() && st.origin == Origin::Wireguard {
             kernel::delete(dev, None).await?;
@@ -416,7 +418,13 @@ pub fn hook(
             let mut c = conn.clone();
             c.default_route = false;
             let report = rt
-                .block_on(lifecycle::up(&c, &spec, Origin::WgQuickHook, None))
+                .block_on(lifecycle::up(
+                    &crate::keeper::system(),
+                    &c,
+                    &spec,
+                    Origin::WgQuickHook,
+                    None,
+                ))
                 .with_context(|| {
                     format!("connection {conn_name}: up failed, changes rolled back")
                 })?;
@@ -425,7 +433,7 @@ pub fn hook(
         WgAction::Down => {
             // Hands the device back to the host namespace, where wg-quick deletes it.
             let report = rt
-                .block_on(lifecycle::down(&conn))
+                .block_on(lifecycle::down(&crate::keeper::system(), &conn))
                 .with_context(|| format!("connection {conn_name}: down failed"))?;
             if report.was_up {
                 tracing::info!("{conn_name}: {iface} handed back to wg-quick");

@@ -71,7 +71,14 @@ pub(super) async fn up(
             Ok(Some(pid))
         })
     });
-    let res = lifecycle::up_in_place(conn, spec, Origin::Wireguard, make).await;
+    let res = lifecycle::up_in_place(
+        &crate::keeper::system(),
+        conn,
+        spec,
+        Origin::Wireguard,
+        make,
+    )
+    .await;
     let made = made.borrow_mut().take();
     match (res, made) {
         (Ok(report), Some(made)) => Ok((report, made)),

@@ -6,7 +6,9 @@ use std::fs::File;
 
 use futures::future::LocalBoxFuture;
 
-use super::{LifecycleError, UpReport, up_with};
+use super::edges::Edges;
+use super::up::{self, Device};
+use super::{LifecycleError, UpReport};
 use crate::config::Connection;
 use crate::spec::NetworkSpec;
 use crate::state::Origin;
@@ -34,11 +36,14 @@ pub(super) async fn make_device(
 }
 
 /// `up`, with the device made in place by `make` instead of waited for and moved.
-pub async fn up_in_place(
+pub async fn up_in_place<E: Edges>(
+    e: &E,
     conn: &Connection,
     spec: &NetworkSpec,
     origin: Origin,
     make: MakeDevice<'_>,
 ) -> Result<UpReport, LifecycleError> {
-    up_with(conn, spec, origin, None, Some(make)).await
+    Ok(up::run(e, conn, spec, origin, None, Device::Born(make))
+        .await?
+        .report)
 }

@@ -1,16 +1,17 @@
-//! Down: undo what up recorded, keep what is persistent, never delete a namespace
-//! vpn-ns did not create.
-
-use std::fs::File;
+//! Down, for every kind: undo what the record says, keep what is persistent, never
+//! delete a namespace vpn-ns did not create. A step that fails does not stop the
+//! others; every failure is reported, and the record stays (so `status` calls it stale
+//! and the next down retries) unless everything before its removal succeeded.
 
 use super::LifecycleError;
+use super::edges::{At, Edges};
+use super::journal::ErrorList;
 use crate::config::Connection;
-use crate::dns;
 use crate::fault;
-use crate::netlink::{Link, Netlink, NetlinkError};
-use crate::netns;
+use crate::netlink::{Link, NetlinkError};
+use crate::plain::Record;
 use crate::spec::NetnsName;
-use crate::state::{self, Origin};
+use crate::state::{Origin, State};
 
 /// What becomes of an adopted device that is still there at down.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,99 +30,85 @@ pub struct DownReport {
     pub netns: Option<NetnsName>,
     pub removed_netns: bool,
     pub was_up: bool,
+    /// The ip_forward value restored, when this was the last routed connection.
+    pub restored_forwarding: Option<String>,
 }
 
 /// Takes `conn` down. The caller holds the connection's lock.
-pub async fn down(conn: &Connection) -> Result<DownReport, LifecycleError> {
-    down_with(conn, Handback::Return).await
+pub async fn down<E: Edges>(e: &E, conn: &Connection) -> Result<DownReport, LifecycleError> {
+    down_with(e, conn, Handback::Return).await
 }
 
 /// Takes `conn` down, handing an adopted device back as `handback` says. The caller
 /// holds the connection's lock.
-pub async fn down_with(
+pub async fn down_with<E: Edges>(
+    e: &E,
     conn: &Connection,
     handback: Handback,
 ) -> Result<DownReport, LifecycleError> {
-    let Some(st) = state::load(&conn.name)? else {
+    let Some(st) = e.load_state(&conn.name)? else {
         return Ok(DownReport {
             netns: None,
             removed_netns: false,
             was_up: false,
+            restored_forwarding: None,
         });
     };
-    crate::keeper::stop(&st);
-    let host = netns::current().map_err(|source| LifecycleError::OpenNetns {
-        ns: st.netns.clone(),
-        source,
-    })?;
+    e.stop(&st);
+    let mut errs = ErrorList::default();
+    let uplink = matches!(st.origin, Origin::Macvlan | Origin::Routed);
+    let rec = match uplink {
+        true => errs.keep(e.load_plain(&conn.name)).flatten(),
+        false => None,
+    };
+    let mut report = DownReport {
+        netns: st.isolated.then(|| st.netns.clone()),
+        removed_netns: false,
+        was_up: st.up,
+        restored_forwarding: None,
+    };
+    if st.origin == Origin::Routed {
+        report.restored_forwarding = routed_host(e, conn, rec.as_ref(), &mut errs).await;
+    }
     if !st.isolated {
-        if let Some(dev) = &st.device {
-            let nl = Netlink::connect(None)?;
-            if let Some(link) = nl.link(dev).await? {
-                for r in st.routes.iter().rev() {
-                    ignore_gone(nl.del_route(&link, r).await)?;
-                }
-                for a in st.addresses.iter().rev() {
-                    ignore_gone(nl.del_address(&link, a).await)?;
-                }
-            }
+        strip_host(e, &st, &mut errs).await;
+        if errs.is_empty() {
+            errs.keep(e.remove_state(&conn.name));
         }
-        state::remove(&conn.name)?;
-        return Ok(DownReport {
-            netns: None,
-            removed_netns: false,
-            was_up: st.up,
-        });
+        return errs.finish(report);
     }
 
     let ns = st.netns.clone();
     let keep = st.persistent || conn.netns_persistent;
-    let adopted = (st.origin == Origin::Adopt)
-        .then(|| crate::adopt::load(&conn.name))
-        .flatten();
-    let mut returned: Option<String> = None;
-    if netns::exists(&ns) {
-        let ns_file = netns::open(&ns).map_err(|source| LifecycleError::OpenNetns {
-            ns: ns.clone(),
-            source,
-        })?;
-        // Usually OpenVPN has closed the tun already and it is gone; with --down-pre or
-        // for a device vpn-ns adopted it is still here: strip it and hand it back.
-        if let Some(dev) = &st.device {
-            let nl = Netlink::connect(Some(&ns_file))?;
-            // An adopted device is known by its index: its name is only the one it had
-            // on the host.
-            let link = match adopted.as_ref().and_then(|a| a.ifindex) {
-                Some(index) => nl.link_by_index(index).await?,
-                None => nl.link(dev).await?,
-            };
-            if let Some(link) = link {
-                for r in st.routes.iter().rev() {
-                    ignore_gone(nl.del_route(&link, r).await)?;
-                }
-                for a in st.addresses.iter().rev() {
-                    ignore_gone(nl.del_address(&link, a).await)?;
-                }
-                if st.origin == Origin::Adopt && handback == Handback::Release {
-                    tracing::info!(
-                        "{} (ifindex {}) stays in namespace {ns} without addresses or routes until its VPN closes it",
-                        link.name,
-                        link.index
-                    );
-                } else {
-                    returned = Some(return_to_host(&nl, &link, &host, &ns).await?);
-                }
-            }
+    let inside = match e.exists(&ns) {
+        true => {
+            let r = device(e, conn, &st, rec.as_ref(), handback, &mut errs).await;
+            fault::point("down:after-device-strip");
+            r
         }
-        fault::point("down:after-device-strip");
+        false => Inside::Gone,
+    };
+    if inside == Inside::Stuck {
+        // Deleting the namespace now would destroy a device that is not ours to
+        // destroy (the VPN's, an adopted one): it all stays for the next down.
+        tracing::error!(
+            "namespace {ns} kept: its device could not be handed back to the host; `vpn-ns down {}` tries again",
+            conn.name
+        );
+        return errs.finish(report);
     }
+    let returned = match inside {
+        Inside::Returned(name) => Some(name),
+        _ => None,
+    };
     if st.origin == Origin::Adopt {
-        match handback {
+        let r = match handback {
             Handback::Return => {
-                crate::adopt::restore(&conn.name, returned.as_deref(), conn.netns_timeout).await?
+                super::restore_adopted(e, &conn.name, returned.as_deref(), conn.netns_timeout).await
             }
-            Handback::Release => crate::adopt::forget(&conn.name)?,
-        }
+            Handback::Release => e.forget_adopted(&conn.name).map_err(Into::into),
+        };
+        errs.keep(r);
     }
     if keep {
         let mut kept = st.clone();
@@ -132,43 +119,153 @@ pub async fn down_with(
         kept.keeper = None;
         kept.creating = false;
         fault::point("down:before-state-keep");
-        state::save(&kept)?;
-        return Ok(DownReport {
-            netns: Some(ns),
-            removed_netns: false,
-            was_up: st.up,
-        });
-    }
-    let mut removed = false;
-    if st.netns_created {
-        netns::delete(&ns).map_err(|source| LifecycleError::DeleteNetns {
+        errs.keep(e.save_state(&kept));
+    } else {
+        if st.netns_created {
+            let deleted = e.delete(&ns).map_err(|source| LifecycleError::DeleteNetns {
+                ns: ns.clone(),
+                source,
+            });
+            report.removed_netns = errs.keep(deleted).is_some();
+            fault::point("down:after-netns-delete");
+        } else {
+            tracing::info!("namespace \"{ns}\" was not created by vpn-ns: leaving it in place");
+        }
+        errs.keep(e.remove_dns(&ns).map_err(|source| LifecycleError::Dns {
             ns: ns.clone(),
             source,
-        })?;
-        removed = true;
-        fault::point("down:after-netns-delete");
-    } else {
-        tracing::info!("namespace \"{ns}\" was not created by vpn-ns: leaving it in place");
+        }));
+        fault::point("down:before-state-remove");
     }
-    dns::remove(&ns).map_err(|source| LifecycleError::Dns {
-        ns: ns.clone(),
-        source,
-    })?;
-    fault::point("down:before-state-remove");
-    state::remove(&conn.name)?;
-    Ok(DownReport {
-        netns: Some(ns),
-        removed_netns: removed,
-        was_up: st.up,
-    })
+    // The kind's record before the state record: down starts from the state record,
+    // so whatever is left must still be named by it.
+    if uplink && errs.is_empty() {
+        errs.keep(e.remove_plain(&conn.name));
+    }
+    if !keep && errs.is_empty() {
+        errs.keep(e.remove_state(&conn.name));
+    }
+    errs.finish(report)
+}
+
+/// Routed: the NAT table, the forwarding claim and the host end of the veth pair.
+/// Returns the ip_forward value restored, if this was the last claim.
+async fn routed_host<E: Edges>(
+    e: &E,
+    conn: &Connection,
+    rec: Option<&Record>,
+    errs: &mut ErrorList,
+) -> Option<String> {
+    errs.keep(
+        e.delete_nat(&conn.name)
+            .map_err(|source| LifecycleError::NatDelete { source }),
+    );
+    fault::point("down:after-nat-delete");
+    let restored = errs
+        .keep(
+            e.release_forwarding(&conn.name)
+                .map_err(LifecycleError::Uplink),
+        )
+        .flatten();
+    let name = rec
+        .and_then(|r| r.host_veth.clone())
+        .unwrap_or_else(|| crate::plain::links::host_veth_name(&conn.name));
+    errs.keep(e.delete_link(At::Host, &name).await);
+    restored
+}
+
+/// `netns-isolate = false`: the addresses and routes up added to the host's device.
+async fn strip_host<E: Edges>(e: &E, st: &State, errs: &mut ErrorList) {
+    let Some(dev) = &st.device else {
+        return;
+    };
+    if let Some(Some(link)) = errs.keep(e.link(At::Host, dev).await) {
+        for r in st.routes.iter().rev() {
+            errs.keep(ignore_gone(e.del_route(At::Host, &link, r).await));
+        }
+        for a in st.addresses.iter().rev() {
+            errs.keep(ignore_gone(e.del_address(At::Host, &link, a).await));
+        }
+    }
+}
+
+/// What became of the device inside at down.
+#[derive(Debug, PartialEq, Eq)]
+enum Inside {
+    /// None there (closed by its VPN, or deleted: the uplink kinds' own devices).
+    Gone,
+    /// Left inside on purpose (`Handback::Release`).
+    Kept,
+    /// Back in the host namespace, under this name.
+    Returned(String),
+    /// Maybe still inside, and not ours to destroy with the namespace.
+    Stuck,
+}
+
+/// The device inside: an uplink kind's is deleted (after DHCPRELEASE); a VPN's is
+/// stripped and handed back.
+async fn device<E: Edges>(
+    e: &E,
+    conn: &Connection,
+    st: &State,
+    rec: Option<&Record>,
+    handback: Handback,
+    errs: &mut ErrorList,
+) -> Inside {
+    let ns = &st.netns;
+    let at = At::Ns(ns);
+    let Some(dev) = st.device.as_ref() else {
+        return Inside::Gone;
+    };
+    if matches!(st.origin, Origin::Macvlan | Origin::Routed) {
+        if let Some(r) = rec {
+            e.release_lease(&conn.name, r, ns, dev);
+        }
+        // Routed: gone with its host end already; macvlan: ours to delete (and the
+        // namespace's deletion takes it along if this fails).
+        errs.keep(e.delete_link(at, dev).await);
+        return Inside::Gone;
+    }
+    // Usually OpenVPN has closed the tun already and it is gone; with --down-pre or for
+    // a device vpn-ns adopted it is still here: strip it and hand it back. An adopted
+    // device is known by its index: its name is only the one it had on the host.
+    let adopted = (st.origin == Origin::Adopt)
+        .then(|| e.load_adopted(&conn.name))
+        .flatten();
+    let link = match adopted.and_then(|a| a.ifindex) {
+        Some(index) => e.link_by_index(at, index).await,
+        None => e.link(at, dev).await,
+    };
+    let link = match errs.keep(link) {
+        Some(Some(l)) => l,
+        Some(None) => return Inside::Gone,
+        None => return Inside::Stuck,
+    };
+    for r in st.routes.iter().rev() {
+        errs.keep(ignore_gone(e.del_route(at, &link, r).await));
+    }
+    for a in st.addresses.iter().rev() {
+        errs.keep(ignore_gone(e.del_address(at, &link, a).await));
+    }
+    if st.origin == Origin::Adopt && handback == Handback::Release {
+        tracing::info!(
+            "{} (ifindex {}) stays in namespace {ns} without addresses or routes until its VPN closes it",
+            link.name,
+            link.index
+        );
+        return Inside::Kept;
+    }
+    match errs.keep(return_to_host(e, &link, ns).await) {
+        Some(name) => Inside::Returned(name),
+        None => Inside::Stuck,
+    }
 }
 
 /// Moves `link` back to the host namespace; when another device took its name there,
 /// under a free name instead of failing (the name is all that collides).
-async fn return_to_host(
-    nl: &Netlink,
+async fn return_to_host<E: Edges>(
+    e: &E,
     link: &Link,
-    host: &File,
     ns: &NetnsName,
 ) -> Result<String, LifecycleError> {
     let configure = |source| LifecycleError::Configure {
@@ -176,17 +273,12 @@ async fn return_to_host(
         ns: ns.to_string(),
         source,
     };
-    match nl.move_link(link, host).await {
+    match e.move_link(At::Ns(ns), link, At::Host, None).await {
         Ok(()) => Ok(link.name.clone()),
-        Err(e) if e.errno() == Some(nix::errno::Errno::EEXIST as i32) => {
-            let taken: Vec<String> = Netlink::connect(None)?
-                .links()
-                .await?
-                .into_iter()
-                .map(|l| l.name)
-                .collect();
+        Err(err) if err.errno() == Some(nix::errno::Errno::EEXIST as i32) => {
+            let taken = e.link_names(At::Host).await?;
             let name = crate::adopt::free_name(&link.name, &taken);
-            nl.move_link_renamed(link, host, &name)
+            e.move_link(At::Ns(ns), link, At::Host, Some(&name))
                 .await
                 .map_err(configure)?;
             tracing::warn!(
@@ -201,7 +293,7 @@ async fn return_to_host(
 }
 
 /// During down, an address or route already gone (device closed, admin removed it) is fine.
-fn ignore_gone(r: Result<(), NetlinkError>) -> Result<(), NetlinkError> {
+pub(super) fn ignore_gone(r: Result<(), NetlinkError>) -> Result<(), NetlinkError> {
     match r {
         Err(e)
             if matches!(

@@ -50,9 +50,8 @@ pub fn enable(conn: &str) -> anyhow::Result<()> {
     let saved = d.join(SAVED);
     let current = read_forward()?;
     if !saved.exists() {
-        let mut f = crate::owned::open_write(&saved, 0o644, true)?;
-        io::Write::write_all(&mut f, current.as_bytes())
-            .with_context(|| format!("cannot write {}", saved.display()))?;
+        // Atomic: a crash must not leave an empty value that nothing could restore.
+        crate::state::write_atomic(&saved, current.as_bytes())?;
     }
     let marker = d.join(conn);
     crate::owned::open_write(&marker, 0o644, true)?;

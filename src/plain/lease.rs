@@ -21,7 +21,7 @@ pub fn save(conn: &str, lease: &Lease, obtained: u64, expired: bool) -> anyhow::
     rec.lease = Some(lease.clone());
     rec.lease_obtained = Some(obtained);
     rec.lease_expired = expired;
-    save_record(conn, &rec)
+    Ok(save_record(conn, &rec)?)
 }
 
 /// Sends DHCPRELEASE for a lease that is still held, from inside `ns` on `dev`. Best
