@@ -69,7 +69,7 @@ dpkg-query -W -f='${Package} ${Version} ${Status}\n' vpn-ns
 mapfile -t files < <(dpkg -L vpn-ns)
 mapfile -t conffiles < <(dpkg-query -W -f='${Conffiles}\n' vpn-ns | awk 'NF {print $1}')
 [ "${conffiles[*]}" = /etc/vpn-ns/README ] || fail "conffiles are '${conffiles[*]}', expected /etc/vpn-ns/README"
-for f in /usr/bin/vpn-ns /usr/lib/systemd/system/vpn-ns@.service \
+for f in /usr/bin/vpn-ns /usr/lib/systemd/system/vpn-ns@.service /usr/lib/systemd/user/vpn-ns@.service \
          /usr/share/bash-completion/completions/vpn-ns /usr/share/zsh/vendor-completions/_vpn-ns \
          /usr/share/fish/vendor_completions.d/vpn-ns.fish /usr/share/polkit-1/actions/org.vpn-ns.exec.policy \
          /usr/share/doc/vpn-ns/examples/sudoers.d/vpn-ns /usr/share/doc/vpn-ns/examples/work.toml \
@@ -209,6 +209,10 @@ verify() {
 mkdir -p "$scratch/units/openvpn-client@work.service.d" "$scratch/units/vpnns-ci-confined.service.d"
 verify vpn-ns@work.service || fail "vpn-ns@.service"
 echo "vpn-ns@work.service: ok"
+# The user unit, as a user's service manager loads it (it needs a runtime directory).
+mkdir -p -m 0700 "$scratch/user-run"
+XDG_RUNTIME_DIR="$scratch/user-run" verify --user vpn-ns@home.service || fail "the user vpn-ns@.service"
+echo "user vpn-ns@home.service: ok"
 if [ -f /usr/lib/systemd/system/openvpn-client@.service ] || [ -f /lib/systemd/system/openvpn-client@.service ]; then
     cp /usr/share/doc/vpn-ns/examples/systemd/openvpn-client@.service.d/vpn-ns.conf \
        "$scratch/units/openvpn-client@work.service.d/"

@@ -172,6 +172,27 @@ file ([[publish]], [[host-access]]; see docs/publish.md)."
         #[arg(long)]
         host_access: bool,
     },
+    /// WireGuard's `wg` tool on a user's own connection (default: `wg show IFACE`)
+    #[command(
+        long_about = "Runs WireGuard's `wg` tool (wireguard-tools) on a user's own \
+connection, whose UAPI socket lives in $XDG_RUNTIME_DIR/vpn-ns rather than in \
+/run/wireguard where `wg` looks: `vpn-ns wg home` prints `wg show IFACE`; other \
+arguments are passed to wg as they are (`vpn-ns wg home show home latest-handshakes`, \
+`vpn-ns wg home showconf home`). Root's connections use `wg` directly (see \
+docs/unprivileged.md)."
+    )]
+    Wg {
+        /// Connection name
+        #[arg(value_name = "CONN")]
+        conn: String,
+        /// Arguments for wg (default: show IFACE)
+        #[arg(
+            value_name = "WG_ARGS",
+            trailing_var_arg = true,
+            allow_hyphen_values = true
+        )]
+        args: Vec<String>,
+    },
     /// The connection's keeper (started by up, ended by down; not for direct use)
     #[command(hide = true)]
     Keeper {

@@ -24,6 +24,7 @@ use tokio::runtime::Handle;
 use tokio::task::AbortHandle;
 
 mod relays;
+pub mod remote;
 pub mod side;
 mod tcp;
 mod udp;
@@ -103,6 +104,9 @@ struct Relay {
 pub enum Place<'a> {
     Here(&'a str),
     Netns(&'a str, &'a File),
+    /// The namespace of a helper process that makes sockets there on request
+    /// ([`remote`]): for a keeper that cannot enter that namespace itself.
+    Remote(&'a str, &'a OwnedFd),
 }
 
 impl Place<'_> {
@@ -110,6 +114,10 @@ impl Place<'_> {
         match self {
             Self::Here(name) => Ok(Side::here(name)),
             Self::Netns(name, f) => Side::netns(name, f).map_err(PublishError::Start),
+            Self::Remote(name, channel) => channel
+                .try_clone()
+                .and_then(|c| Side::remote(name, c))
+                .map_err(PublishError::Start),
         }
     }
 }

@@ -8,12 +8,17 @@ pub mod check;
 mod cmds;
 mod cmds_verify;
 pub mod conf;
+mod control;
 mod exec;
+mod foreground;
+mod hostsock;
 pub mod keeper;
 pub mod ns;
+mod publish;
 pub mod root_view;
 mod seal;
 pub mod state;
+mod wg;
 
 use std::io;
 use std::path::PathBuf;

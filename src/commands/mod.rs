@@ -72,6 +72,11 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             specs,
             host_access,
         } => publish::unpublish(&cli.global, conn, specs, *host_access),
+        Command::Wg { conn, .. } => Err(UsageError(format!(
+            "`vpn-ns wg` is for a user's own connection; as root, run `wg show` (userspace \
+             devices) or `ip netns exec NS wg show` (kernel devices) for {conn}"
+        ))
+        .into()),
         Command::UserKeeper { .. } => Err(UsageError(
             "user-keeper runs a normal user's own connection; root uses `keeper`".to_owned(),
         )

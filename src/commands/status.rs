@@ -91,7 +91,20 @@ pub fn status(g: &GlobalArgs, conn: Option<&str>) -> anyhow::Result<ExitCode> {
             .collect(),
     };
     let report = gather(entries)?;
-    if g.json {
+    if g.json && conn.is_none() {
+        // Users' own connections, read-only (docs/status-json.md).
+        #[derive(serde::Serialize)]
+        struct WithUsers<'a> {
+            #[serde(flatten)]
+            report: &'a Report,
+            user_connections: Vec<crate::unpriv::root_view::UserConnection>,
+        }
+        let all = WithUsers {
+            report: &report,
+            user_connections: crate::unpriv::root_view::collect(),
+        };
+        println!("{}", serde_json::to_string_pretty(&all)?);
+    } else if g.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         print!("{}", render_status(&report, state::now()));

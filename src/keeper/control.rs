@@ -83,11 +83,22 @@ pub fn write_line<T: Serialize>(mut stream: &UnixStream, msg: &T) -> io::Result<
 
 /// Sends `req` to the keeper of `conn` and waits up to `timeout` for its reply.
 pub fn query(conn: &str, req: &Request, timeout: Duration) -> Result<Reply, KeeperError> {
+    query_at(&socket_path(conn), conn, req, timeout)
+}
+
+/// The same, for a keeper whose socket is at `path` (a user connection's keeper, in
+/// the user's runtime directory).
+pub fn query_at(
+    path: &std::path::Path,
+    conn: &str,
+    req: &Request,
+    timeout: Duration,
+) -> Result<Reply, KeeperError> {
     let err = |source| KeeperError::Query {
         conn: conn.to_owned(),
         source,
     };
-    let s = UnixStream::connect(socket_path(conn)).map_err(err)?;
+    let s = UnixStream::connect(path).map_err(err)?;
     s.set_read_timeout(Some(timeout)).map_err(err)?;
     s.set_write_timeout(Some(timeout)).map_err(err)?;
     write_line(&s, req).map_err(err)?;

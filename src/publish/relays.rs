@@ -4,6 +4,7 @@
 //! published.
 
 use std::fs::File;
+use std::os::fd::OwnedFd;
 
 use super::side::Side;
 use super::{Direction, Endpoint, Engine, Place, Proto, PublishError, RelayStatus, Rule, listener};
@@ -12,6 +13,9 @@ use crate::config::Connection;
 pub struct Relays {
     name: String,
     ns: Option<File>,
+    /// A user connection's keeper: the host-side helper's channel ([`super::remote`]);
+    /// the keeper itself is in the connection's namespace.
+    host_helper: Option<OwnedFd>,
     engine: Option<Engine>,
     /// File entries the keeper could not listen for, with why.
     failed: Vec<(Rule, String)>,
@@ -23,9 +27,30 @@ impl Relays {
         let mut r = Self {
             name: conn.name.clone(),
             ns: ns.and_then(|f| f.try_clone().ok()),
+            host_helper: None,
             engine: None,
             failed: Vec::new(),
         };
+        r.open_all(conn);
+        r
+    }
+
+    /// For a user connection's keeper, which runs inside the connection's namespace
+    /// and gets host sockets from its helper over `host_helper`.
+    pub fn start_user(conn: &Connection, host_helper: OwnedFd) -> Self {
+        let mut r = Self {
+            name: conn.name.clone(),
+            ns: None,
+            host_helper: Some(host_helper),
+            engine: None,
+            failed: Vec::new(),
+        };
+        r.open_all(conn);
+        r
+    }
+
+    fn open_all(&mut self, conn: &Connection) {
+        let r = self;
         for rule in &conn.forwards {
             // Up checked every address just before; losing one since is reported, and
             // the others still run.
@@ -34,17 +59,17 @@ impl Relays {
                 r.failed.push((*rule, e.to_string()));
             }
         }
-        r
     }
 
     fn engine(&mut self) -> Result<&mut Engine, PublishError> {
         if self.engine.is_none() {
             let ns_name = format!("namespace of {}", self.name);
-            let inside = match &self.ns {
-                Some(f) => Place::Netns(&ns_name, f),
-                None => Place::Here("the host"),
+            let (host, inside) = match (&self.host_helper, &self.ns) {
+                (Some(h), _) => (Place::Remote("the host", h), Place::Here(&ns_name)),
+                (None, Some(f)) => (Place::Here("the host"), Place::Netns(&ns_name, f)),
+                (None, None) => (Place::Here("the host"), Place::Here("the host")),
             };
-            self.engine = Some(Engine::start(Place::Here("the host"), inside)?);
+            self.engine = Some(Engine::start(host, inside)?);
         }
         Ok(self.engine.as_mut().expect("started above"))
     }

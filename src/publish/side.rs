@@ -15,6 +15,8 @@ use futures::channel::oneshot;
 use nix::sched::CloneFlags;
 
 type Made = io::Result<OwnedFd>;
+/// Makes one socket of a kind, on the factory thread.
+type Maker = Box<dyn FnMut(Kind) -> Made + Send>;
 
 /// `socket(2)`'s family and type; the descriptor comes back close-on-exec and
 /// non-blocking, ready for tokio.
@@ -25,8 +27,15 @@ pub struct Kind {
 }
 
 impl Kind {
-    fn index(self) -> usize {
+    pub(crate) fn index(self) -> usize {
         usize::from(self.v6) << 1 | usize::from(self.udp)
+    }
+
+    pub(crate) fn from_index(i: u8) -> Option<Self> {
+        (i < 4).then_some(Self {
+            v6: i & 2 != 0,
+            udp: i & 1 != 0,
+        })
     }
 }
 
@@ -59,7 +68,7 @@ impl Stock {
         (fd, low)
     }
 
-    fn fill(&self, kind: Kind) {
+    fn fill(&self, kind: Kind, make: &mut Maker) {
         let have = self.fds.lock().unwrap_or_else(|e| e.into_inner())[kind.index()].len();
         let made: Vec<OwnedFd> = (have..STOCK).map_while(|_| make(kind).ok()).collect();
         self.fds.lock().unwrap_or_else(|e| e.into_inner())[kind.index()].extend(made);
@@ -92,6 +101,32 @@ impl Side {
     /// the factory thread cannot enter it.
     pub fn netns(name: &str, ns: &File) -> io::Result<Self> {
         let fd = ns.as_fd().try_clone_to_owned()?;
+        Self::with_factory(name, move || {
+            let guard = NetnsGuard::enter(&fd)?;
+            // The guard lives as long as the maker: the thread leaves the namespace
+            // when its job loop ends.
+            Ok(Box::new(move |kind| {
+                let _in = &guard;
+                make(kind)
+            }))
+        })
+    }
+
+    /// The namespace of another process that makes sockets on request and passes them
+    /// over `channel` (a user connection's host-side helper, see [`super::remote`]): for
+    /// a process that has left that namespace for good.
+    pub fn remote(name: &str, channel: OwnedFd) -> io::Result<Self> {
+        Self::with_factory(name, move || {
+            Ok(Box::new(move |kind| super::remote::request(&channel, kind)))
+        })
+    }
+
+    /// A side whose sockets are made on one dedicated thread by what `setup` returns
+    /// (run on that thread first; its error fails this call).
+    fn with_factory(
+        name: &str,
+        setup: impl FnOnce() -> io::Result<Maker> + Send + 'static,
+    ) -> io::Result<Self> {
         let (jobs, rx) = mpsc::channel::<Job>();
         let (ready_tx, ready_rx) = mpsc::sync_channel::<io::Result<()>>(1);
         let stock = Arc::new(Stock::default());
@@ -99,8 +134,8 @@ impl Side {
         let thread = std::thread::Builder::new()
             .name("netns-sockets".into())
             .spawn(move || {
-                let guard = match NetnsGuard::enter(&fd) {
-                    Ok(g) => g,
+                let mut maker = match setup() {
+                    Ok(m) => m,
                     Err(e) => {
                         let _ = ready_tx.send(Err(e));
                         return;
@@ -109,11 +144,10 @@ impl Side {
                 let _ = ready_tx.send(Ok(()));
                 for job in rx {
                     match job {
-                        Job::One { kind, reply } => drop(reply.send(make(kind))),
-                        Job::Fill { kind } => filled.fill(kind),
+                        Job::One { kind, reply } => drop(reply.send(maker(kind))),
+                        Job::Fill { kind } => filled.fill(kind, &mut maker),
                     }
                 }
-                drop(guard);
             })?;
         ready_rx.recv().map_err(|_| gone())??;
         Ok(Self {
@@ -179,7 +213,7 @@ impl Drop for Factory {
     }
 }
 
-fn make(kind: Kind) -> Made {
+pub(crate) fn make(kind: Kind) -> Made {
     let domain = if kind.v6 {
         libc::AF_INET6
     } else {

@@ -33,11 +33,22 @@ pub fn dispatch(cli: &Cli) -> Option<anyhow::Result<ExitCode>> {
             user,
             wait,
             cmd,
-        } => exec(conn, user.is_some(), *wait, cmd),
+        } => exec(g, conn, user.as_deref(), *wait, cmd),
         Command::Status { conn } => status(g, conn.as_deref()),
         Command::List => list(g),
         Command::Verify { conn } => super::cmds_verify::verify(g, conn),
         Command::Check { .. } => Ok(check::run()),
+        Command::Wg { conn, args } => super::wg::run(conn, args),
+        Command::Publish {
+            conn,
+            specs,
+            host_access,
+        } => super::publish::publish(g, conn, specs, *host_access),
+        Command::Unpublish {
+            conn,
+            specs,
+            host_access,
+        } => super::publish::unpublish(g, conn, specs, *host_access),
         Command::UserKeeper { conn } => {
             config_dir(g).and_then(|d| keeper::run(&d, conn).map(|()| ExitCode::SUCCESS))
         }
@@ -79,14 +90,24 @@ fn is_keeper_of(cmdline: &[u8], conn: &str) -> bool {
 }
 
 fn up(g: &GlobalArgs, conn: &str, foreground: bool) -> anyhow::Result<ExitCode> {
-    if foreground {
-        return Err(usage(UnprivError::Unsupported("up --foreground")));
+    let run = runtime_dir()?;
+    // Blocked before the keeper starts: a stop request during the start is acted on
+    // once the connection is up (taken down again), not lost.
+    let signals = foreground
+        .then(super::foreground::block_signals)
+        .transpose()?;
+    start(g, &run, conn)?;
+    match signals {
+        Some(sig) => super::foreground::stay(&sig, &run, conn, || down(conn).map(drop)),
+        None => Ok(ExitCode::SUCCESS),
     }
+}
+
+fn start(g: &GlobalArgs, run: &std::path::Path, conn: &str) -> anyhow::Result<()> {
     let dir = config_dir(g)?;
     let uc = conf::load(&dir, conn)?;
-    let run = runtime_dir()?;
-    let _lock = state::lock(&run)?;
-    if let Some(st) = state::read(&run, conn)? {
+    let _lock = state::lock(run)?;
+    if let Some(st) = state::read(run, conn)? {
         if live_keeper(&st).is_some() {
             return Err(UnprivError::AlreadyUp {
                 conn: conn.to_owned(),
@@ -94,15 +115,15 @@ fn up(g: &GlobalArgs, conn: &str, foreground: bool) -> anyhow::Result<ExitCode> 
             }
             .into());
         }
-        state::remove_all(&run, conn);
+        state::remove_all(run, conn);
     }
-    let st = keeper::start(&dir, &run, conn, uc.conn.netns_timeout)
+    let st = keeper::start(&dir, run, conn, uc.conn.netns_timeout)
         .with_context(|| format!("cannot bring {conn} up"))?;
     println!(
         "{conn}: up ({} in a user namespace, keeper pid {})",
         st.iface, st.keeper.pid
     );
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }
 
 /// This user's processes (other than the keeper) in the connection's network and user
@@ -178,14 +199,46 @@ pub(super) fn keeper_namespaces(conn: &str) -> anyhow::Result<ns::Handles> {
     Ok(h)
 }
 
-fn exec(conn: &str, user: bool, wait: bool, cmd: &[String]) -> anyhow::Result<ExitCode> {
-    if user {
-        return Err(usage(UnprivError::Unsupported("exec -u")));
+fn exec(
+    g: &GlobalArgs,
+    conn: &str,
+    user: Option<&str>,
+    wait: bool,
+    cmd: &[String],
+) -> anyhow::Result<ExitCode> {
+    if let Some(u) = user.filter(|u| !is_me(u)) {
+        return Err(UsageError(format!(
+            "exec -u {u}: only you enter your own connection {conn}: its namespaces belong \
+             to your user namespace, so another account could not enter them, and a program \
+             of yours inside cannot run as anyone else (only your uid is mapped); for a \
+             connection shared between accounts use root's mode (`sudo vpn-ns exec -u USER`)"
+        ))
+        .into());
     }
     if wait {
-        return Err(usage(UnprivError::Unsupported("exec --wait")));
+        let timeout = conf::load(&config_dir(g)?, conn)?.conn.netns_timeout;
+        let run = runtime_dir()?;
+        if !super::foreground::until_up(&run, conn, timeout)? {
+            anyhow::bail!(
+                "connection {conn} did not come up within {} ms (netns-timeout); `vpn-ns up {conn}` brings it up",
+                timeout.as_millis()
+            );
+        }
     }
     super::exec::run(keeper_namespaces(conn)?, cmd)
+}
+
+/// Whether `-u NAME|UID` names the caller's own account (accepted, so that one
+/// command line works for root's connections and the user's own).
+fn is_me(user: &str) -> bool {
+    let me = nix::unistd::getuid();
+    match user.parse::<u32>() {
+        Ok(uid) => uid == me.as_raw(),
+        Err(_) => nix::unistd::User::from_name(user)
+            .ok()
+            .flatten()
+            .is_some_and(|u| u.uid == me),
+    }
 }
 
 #[derive(serde::Serialize)]
@@ -197,6 +250,9 @@ struct Row {
     since: Option<u64>,
     /// From the keeper's UAPI socket (`get=1`); empty when not up.
     peers: Vec<PeerInfo>,
+    /// The keeper's relays (`[[publish]]`, `[[host-access]]`, `vpn-ns publish`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    published: Vec<crate::publish::RelayStatus>,
 }
 
 /// The peers as the keeper reports them (nothing when it does not answer).
@@ -228,6 +284,11 @@ fn row(run: &std::path::Path, conn: &str) -> anyhow::Result<Row> {
         iface: st.as_ref().map(|s| s.iface.clone()),
         since: st.as_ref().map(|s| s.since),
         peers: if live { peers(run, conn) } else { Vec::new() },
+        published: if live {
+            super::publish::relays(conn)
+        } else {
+            Vec::new()
+        },
     })
 }
 
@@ -261,7 +322,19 @@ fn print_rows(g: &GlobalArgs, rows: &[Row]) -> anyhow::Result<()> {
                         true => String::new(),
                         false => format!(", {}", hs.join(", ")),
                     }
-                )?
+                )?;
+                for p in &r.published {
+                    writeln!(
+                        out,
+                        "  published  [[{}]] listen {}/{} -> target {} ({} open, {} total)",
+                        p.rule.direction,
+                        p.rule.listen,
+                        p.rule.proto,
+                        p.rule.target,
+                        p.active,
+                        p.total
+                    )?;
+                }
             }
         }
     }
@@ -305,6 +378,18 @@ fn list(g: &GlobalArgs) -> anyhow::Result<ExitCode> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn exec_u_accepts_only_the_callers_own_account() {
+        let me = nix::unistd::getuid().as_raw();
+        assert!(super::is_me(&me.to_string()));
+        if let Ok(Some(u)) = nix::unistd::User::from_uid(me.into()) {
+            assert!(super::is_me(&u.name));
+        }
+        assert!(!super::is_me(&(me + 1).to_string()));
+        assert!(!super::is_me("no-such-account-vpn-ns"));
+        assert!(!super::is_me(""));
+    }
+
     #[test]
     fn only_the_keeper_of_that_connection_is_recognised() {
         use super::is_keeper_of as k;

@@ -57,6 +57,9 @@ pub fn start(
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(log_file);
+    // A foreground `up` blocks SIGTERM for its signalfd; the keeper starts clean (it
+    // blocks what it handles itself).
+    crate::procs::unblock_signals_in_child(&mut cmd);
     // SAFETY: setsid is async-signal-safe; its own session keeps the keeper out of the
     // terminal's job control (a Ctrl-C to a later command does not reach it).
     unsafe {
@@ -72,6 +75,8 @@ pub fn start(
     let fail = |why: String| {
         // What the keeper wrote stays only in the log.
         let _ = fs::remove_file(state::state_path(run, conn));
+        let _ = fs::remove_file(state::sock_path(run, conn));
+        let _ = fs::remove_file(state::control_path(run, conn));
         let _ = fs::remove_dir_all(state::files_dir(run, conn));
         UnprivError::Start {
             conn: conn.to_owned(),
@@ -134,6 +139,10 @@ pub fn run(config_dir: &Path, conn_name: &str) -> anyhow::Result<()> {
     // It lives long: it must not keep the caller's directory (or its mount) busy.
     std::env::set_current_dir("/")?;
     let run = state::runtime_dir()?;
+    // First, while single-threaded and before any key is read: the helper that makes
+    // host sockets for the relays (docs/publish.md, "User connections") never holds a
+    // copy of the private key.
+    let helper = super::hostsock::start()?;
     let uc = conf::load(config_dir, conn_name)?;
     let endpoints = wireguard::resolve_endpoints(&uc.wg)?;
     let spec = host_side_spec(&uc, &endpoints)?;
@@ -158,6 +167,7 @@ pub fn run(config_dir: &Path, conn_name: &str) -> anyhow::Result<()> {
     std::thread::Builder::new()
         .name("wg-uapi".to_owned())
         .spawn(move || srv.serve(&d))?;
+    let relays = start_relays(&run, &uc, &helper)?;
 
     let ns_inode = |k: &str| -> anyhow::Result<u64> {
         Ok(ns::inode(&File::open(format!("/proc/self/ns/{k}"))?)?)
@@ -188,9 +198,53 @@ pub fn run(config_dir: &Path, conn_name: &str) -> anyhow::Result<()> {
     tracing::info!("{conn_name}: up as uid {}", nix::unistd::getuid());
     let why = wait_for_end(&signals, &done);
     tracing::info!("{conn_name}: ending ({why})");
+    // The relays close first: a published port refuses connections from the moment
+    // the tunnel is gone (no fallback), and nothing can be published any more.
+    drop(
+        relays
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take(),
+    );
+    helper.finish();
     dev.stop();
     drop(server);
     Ok(())
+}
+
+/// The connection file's `[[publish]]`/`[[host-access]]` relays, then the control
+/// socket serving `publish`/`unpublish`/`status` on a thread. An entry that cannot
+/// listen fails the keeper, so the up fails naming it (a user's up has no earlier
+/// check of the addresses, unlike root's).
+fn start_relays(
+    run: &Path,
+    uc: &UserConn,
+    helper: &super::hostsock::Helper,
+) -> anyhow::Result<super::control::Shared> {
+    let channel = helper
+        .channel
+        .try_clone()
+        .context("cannot share the helper's channel")?;
+    let relays = crate::publish::Relays::start_user(&uc.conn, channel);
+    let failed: Vec<String> = relays
+        .status()
+        .into_iter()
+        .filter_map(|r| r.error)
+        .collect();
+    if !failed.is_empty() {
+        anyhow::bail!("{}", failed.join("; "));
+    }
+    let shared: super::control::Shared = Arc::new(std::sync::Mutex::new(Some(relays)));
+    let listener = super::control::bind(&state::control_path(run, &uc.conn.name))?;
+    let watching = vec![
+        format!("{} data plane (built-in WireGuard)", uc.iface),
+        format!("host-side socket helper pid {}", helper.pid()),
+    ];
+    let s = Arc::clone(&shared);
+    std::thread::Builder::new()
+        .name("control".to_owned())
+        .spawn(move || super::control::serve(listener, s, watching))?;
+    Ok(shared)
 }
 
 /// The tun's spec, with wg-quick's MTU rule applied from the host's routes (read here,

@@ -28,6 +28,32 @@ fn write_proc(file: &str, text: &str) -> Result<(), UnprivError> {
 /// gid to themselves, then into new network and mount namespaces owned by it. Mount
 /// events stay inside (private propagation).
 pub fn create() -> Result<(), UnprivError> {
+    own_user_ns()?;
+    unshare(CloneFlags::CLONE_NEWNET | CloneFlags::CLONE_NEWNS).map_err(UnprivError::errno(
+        "cannot create",
+        "network and mount namespaces",
+    ))?;
+    make_private()
+}
+
+/// `/` and everything under it private: no mount event propagates out.
+pub fn make_private() -> Result<(), UnprivError> {
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .map_err(UnprivError::errno(
+        "cannot make private",
+        "the mount namespace",
+    ))
+}
+
+/// Moves this (single-threaded) process into a new user namespace mapping its uid and
+/// gid to themselves.
+pub fn own_user_ns() -> Result<(), UnprivError> {
     let (uid, gid) = (
         nix::unistd::getuid().as_raw(),
         nix::unistd::getgid().as_raw(),
@@ -40,22 +66,7 @@ pub fn create() -> Result<(), UnprivError> {
     // setgroups is denied (no dropping supplementary groups to escape a deny rule).
     write_proc("setgroups", "deny")?;
     write_proc("uid_map", &self_map(uid))?;
-    write_proc("gid_map", &self_map(gid))?;
-    unshare(CloneFlags::CLONE_NEWNET | CloneFlags::CLONE_NEWNS).map_err(UnprivError::errno(
-        "cannot create",
-        "network and mount namespaces",
-    ))?;
-    mount(
-        None::<&str>,
-        "/",
-        None::<&str>,
-        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
-        None::<&str>,
-    )
-    .map_err(UnprivError::errno(
-        "cannot make private",
-        "the mount namespace",
-    ))
+    write_proc("gid_map", &self_map(gid))
 }
 
 /// Binds `src` over `target` (following a symlink at `target`, so a

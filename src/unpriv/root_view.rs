@@ -38,8 +38,45 @@ fn live(st: &UserState, uid: u32) -> bool {
         && fs::metadata(format!("/proc/{}", st.keeper.pid)).is_ok_and(|m| m.uid() == uid)
 }
 
+/// One user connection as root sees it: only what the user's state file records
+/// (validated) and whether its keeper runs. Root does not talk to the user's sockets:
+/// a user-made path could point a root client anywhere.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct UserConnection {
+    pub user: String,
+    pub uid: u32,
+    pub conn: String,
+    /// "up" or "stale" (the keeper is gone).
+    pub state: &'static str,
+    pub keeper_pid: u32,
+    pub iface: String,
+    /// Unix seconds: when the keeper brought it up (as in the user's own `status --json`).
+    pub since: u64,
+}
+
 /// "user connections" lines (empty when there are none).
 pub fn render() -> String {
+    let rows: Vec<String> = collect()
+        .iter()
+        .map(|c| {
+            let what = match c.state {
+                "up" => format!(
+                    "up, {} in a user namespace, keeper pid {}",
+                    c.iface, c.keeper_pid
+                ),
+                _ => "stale (its keeper is gone)".to_owned(),
+            };
+            format!("  {}/{}: {what}\n", c.user, c.conn)
+        })
+        .collect();
+    match rows.is_empty() {
+        true => String::new(),
+        false => format!("user connections (read-only):\n{}", rows.concat()),
+    }
+}
+
+/// Every user's recorded connections, by uid then name.
+pub fn collect() -> Vec<UserConnection> {
     let mut rows = Vec::new();
     let mut uids: Vec<u32> = fs::read_dir(RUN_USER)
         .into_iter()
@@ -61,18 +98,16 @@ pub fn render() -> String {
             let Some(st) = read_state(&super::state::state_path(&dir, &name), uid) else {
                 continue;
             };
-            let what = match live(&st, uid) {
-                true => format!(
-                    "up, {} in a user namespace, keeper pid {}",
-                    st.iface, st.keeper.pid
-                ),
-                false => "stale (its keeper is gone)".to_owned(),
-            };
-            rows.push(format!("  {who}/{}: {what}\n", st.conn));
+            rows.push(UserConnection {
+                user: who.clone(),
+                uid,
+                state: if live(&st, uid) { "up" } else { "stale" },
+                keeper_pid: st.keeper.pid,
+                iface: st.iface,
+                since: st.since,
+                conn: st.conn,
+            });
         }
     }
-    match rows.is_empty() {
-        true => String::new(),
-        false => format!("user connections (read-only):\n{}", rows.concat()),
-    }
+    rows
 }

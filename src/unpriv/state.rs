@@ -131,6 +131,11 @@ pub fn sock_path(run: &Path, conn: &str) -> PathBuf {
     run.join(format!("{conn}.sock"))
 }
 
+/// The keeper's control socket (publish, unpublish, status; mode 0600).
+pub fn control_path(run: &Path, conn: &str) -> PathBuf {
+    run.join(format!("{conn}.keeper.sock"))
+}
+
 pub fn log_path(run: &Path, conn: &str) -> PathBuf {
     run.join(format!("{conn}.log"))
 }
@@ -204,6 +209,7 @@ pub fn remove_all(run: &Path, conn: &str) {
     let _ = fs::remove_file(state_path(run, conn));
     let _ = fs::remove_file(log_path(run, conn));
     let _ = fs::remove_file(sock_path(run, conn));
+    let _ = fs::remove_file(control_path(run, conn));
     let _ = fs::remove_dir_all(files_dir(run, conn));
 }
 
@@ -229,6 +235,7 @@ mod tests {
         assert_eq!(read(&d, "home").unwrap(), Some(st));
         assert_eq!(read(&d, "work").unwrap(), None);
         fs::write(d.join("home.log"), "x").unwrap();
+        fs::write(d.join("home.keeper.sock"), "x").unwrap();
         assert_eq!(recorded(&d), ["home"]);
         remove_all(&d, "home");
         assert!(fs::read_dir(&d).unwrap().next().is_none());
