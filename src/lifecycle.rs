@@ -235,3 +235,5 @@ mod tests_down;
 mod tests_rollback;
 #[cfg(test)]
 mod tests_wg;
+#[cfg(test)]
+mod tests_wg_down;

@@ -14,11 +14,10 @@ use crate::commands::{UsageError, config_dir, runtime};
 use crate::config::{self, Connection, Kind, WireGuardSection};
 use crate::lifecycle::{self, UpReport};
 use crate::netlink::Netlink;
-use crate::procs::ProcId;
 use crate::spec::InterfaceName;
 use crate::state::{self, Origin};
 use crate::wireguard::steps::{self, STOP_TIMEOUT};
-use crate::wireguard::{self, WgConfig, device, kernel};
+use crate::wireguard::{self, WgConfig, device};
 
 /// The connection and its `[wireguard]` section (the defaults when the file has none).
 fn load_wg_conn(
@@ -271,39 +270,20 @@ pub fn down(g: &GlobalArgs, conn_name: &str) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Stops the device first (wireguard-go exits and its tun disappears; a kernel link is
-/// deleted after the lifecycle hands it back), then the namespace and state go.
+/// Down through the lifecycle, which stops the device's process or deletes its kernel
+/// link (`steps::Teardown`), then the namespace and state go.
 pub(crate) async fn native_down(conn: &Connection) -> anyhow::Result<()> {
     let name = &conn.name;
+    // A process an interrupted up started before its record could name it.
     device::stop_leftover(name, STOP_TIMEOUT);
     let Some(st) = state::load(name)? else {
         tracing::info!("{name}: was not up, nothing to do");
         return Ok(());
     };
-    let dev = st.device.clone();
-    // A record without a start time (older vpn-ns): the command line check in
-    // stop_userspace is all there is.
-    let id = st.vpn().or_else(|| st.vpn_pid.and_then(ProcId::of));
-    if let (Some(id), Some(dev)) = (id, &dev)
-        && device::stop_userspace(id, dev, STOP_TIMEOUT)
-    {
-        tracing::debug!("stopped the userspace WireGuard (pid {}) of {dev}", id.pid);
-    }
-    // A kernel link is deleted where it lives, so the lifecycle has nothing to move back.
-    if let Some(dev) = &dev
-        && st.vpn_pid.is_none()
-        && st.origin == Origin::Wireguard
-        && st.isolated
-        && crate::netns::exists(&st.netns)
-    {
-        let f = crate::netns::open(&st.netns)?;
-        kernel::delete(dev, Some(&f)).await?;
-    }
-    let report = lifecycle::down(&crate::keeper::system(), conn).await?;
-    if let Some(dev) = &dev {
-        if st.vpn_pid.is_none() && st.origin == Origin::Wireguard {
-            kernel::delete(dev, None).await?;
-        }
+    let system = crate::keeper::system().with_wireguard(&steps::Teardown);
+    let report = lifecycle::down(&system, conn).await?;
+    if let Some(dev) = &st.device {
+        // The UAPI socket of a process that was gone before down (a stop removes its own).
         device::remove_socket(dev);
     }
     match (&report.netns, report.removed_netns) {

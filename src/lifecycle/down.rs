@@ -10,6 +10,7 @@ use crate::config::Connection;
 use crate::fault;
 use crate::netlink::{Link, NetlinkError};
 use crate::plain::Record;
+use crate::procs::ProcId;
 use crate::spec::NetnsName;
 use crate::state::{Origin, State};
 
@@ -56,6 +57,9 @@ pub async fn down_with<E: Edges>(
     };
     e.stop(&st);
     let mut errs = ErrorList::default();
+    if st.origin == Origin::Wireguard {
+        stop_wireguard(e, &st, &mut errs);
+    }
     let uplink = matches!(st.origin, Origin::Macvlan | Origin::Routed);
     let rec = match uplink {
         true => errs.keep(e.load_plain(&conn.name)).flatten(),
@@ -72,6 +76,13 @@ pub async fn down_with<E: Edges>(
     }
     if !st.isolated {
         strip_host(e, &st, &mut errs).await;
+        if let Some(dev) = st.device.as_deref().filter(|_| kernel_link(&st)) {
+            errs.keep(
+                e.delete_kernel(At::Host, dev)
+                    .await
+                    .map_err(LifecycleError::WireGuard),
+            );
+        }
         if errs.is_empty() {
             errs.keep(e.remove_state(&conn.name));
         }
@@ -88,11 +99,12 @@ pub async fn down_with<E: Edges>(
         }
         false => Inside::Gone,
     };
-    if inside == Inside::Stuck {
+    if let Inside::Stuck(why) = inside {
         // Deleting the namespace now would destroy a device that is not ours to
-        // destroy (the VPN's, an adopted one): it all stays for the next down.
+        // destroy (the VPN's, an adopted one), or keeping it would lose the record of
+        // ours: it all stays for the next down.
         tracing::error!(
-            "namespace {ns} kept: its device could not be handed back to the host; `vpn-ns down {}` tries again",
+            "namespace {ns} kept: its device {why}; `vpn-ns down {}` tries again",
             conn.name
         );
         return errs.finish(report);
@@ -198,8 +210,28 @@ enum Inside {
     Kept,
     /// Back in the host namespace, under this name.
     Returned(String),
-    /// Maybe still inside, and not ours to destroy with the namespace.
-    Stuck,
+    /// Maybe still inside, and not ours to destroy with the namespace (or ours, in a
+    /// namespace that stays): why.
+    Stuck(&'static str),
+}
+
+const NOT_BACK: &str = "could not be handed back to the host";
+
+/// WireGuard's own kernel link (native up with no process serving it).
+fn kernel_link(st: &State) -> bool {
+    st.origin == Origin::Wireguard && st.vpn_pid.is_none()
+}
+
+/// The process serving WireGuard's device (wireguard-go, the built-in data plane),
+/// stopped first: its tun goes with it, wherever it is.
+fn stop_wireguard<E: Edges>(e: &E, st: &State, errs: &mut ErrorList) {
+    let Some(dev) = &st.device else {
+        return;
+    };
+    // A record without a start time (older vpn-ns): the pid's process, if it runs.
+    if let Some(id) = st.vpn().or_else(|| st.vpn_pid.and_then(ProcId::of)) {
+        errs.keep(e.stop_device(id, dev).map_err(LifecycleError::WireGuard));
+    }
 }
 
 /// The device inside: an uplink kind's is deleted (after DHCPRELEASE); a VPN's is
@@ -226,6 +258,16 @@ async fn device<E: Edges>(
         errs.keep(e.delete_link(at, dev).await);
         return Inside::Gone;
     }
+    if kernel_link(st) {
+        // Ours, deleted where it is (its addresses and routes go with it). When that
+        // fails, the namespace's deletion takes it along; a namespace that stays keeps
+        // it, so the record must go on naming it.
+        let deleted = e.delete_kernel(at, dev).await;
+        return match errs.keep(deleted.map_err(LifecycleError::WireGuard)) {
+            None if st.persistent || conn.netns_persistent => Inside::Stuck("could not be deleted"),
+            _ => Inside::Gone,
+        };
+    }
     // Usually OpenVPN has closed the tun already and it is gone; with --down-pre or for
     // a device vpn-ns adopted it is still here: strip it and hand it back. An adopted
     // device is known by its index: its name is only the one it had on the host.
@@ -239,7 +281,7 @@ async fn device<E: Edges>(
     let link = match errs.keep(link) {
         Some(Some(l)) => l,
         Some(None) => return Inside::Gone,
-        None => return Inside::Stuck,
+        None => return Inside::Stuck(NOT_BACK),
     };
     for r in st.routes.iter().rev() {
         errs.keep(ignore_gone(e.del_route(at, &link, r).await));
@@ -257,7 +299,7 @@ async fn device<E: Edges>(
     }
     match errs.keep(return_to_host(e, &link, ns).await) {
         Some(name) => Inside::Returned(name),
-        None => Inside::Stuck,
+        None => Inside::Stuck(NOT_BACK),
     }
 }
 

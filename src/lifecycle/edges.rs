@@ -162,8 +162,9 @@ pub trait WgDevices {
     ) -> LocalBoxFuture<'a, anyhow::Result<()>>;
     /// Starts the built-in data plane with its tun born in `at`; returns once it serves.
     fn start_builtin(&self, conn: &Connection, at: At<'_>, iface: &str) -> anyhow::Result<ProcId>;
-    /// Stops process `id` serving `iface` (if it still is that process) and reaps it.
-    fn stop_device(&self, id: ProcId, iface: &str);
+    /// Stops process `id` serving `iface` (if it still is that process) and reaps it;
+    /// fails when it still runs afterwards.
+    fn stop_device(&self, id: ProcId, iface: &str) -> anyhow::Result<()>;
 }
 
 /// Everything the engine needs.
@@ -186,7 +187,8 @@ impl<'a> System<'a> {
         }
     }
 
-    /// With the WireGuard devices of one native up (they carry its configuration).
+    /// With WireGuard's devices: those of one native up (they carry its configuration),
+    /// or down's (stop and delete need none).
     pub fn with_wireguard(mut self, wg: &'a dyn WgDevices) -> Self {
         self.wg = Some(wg);
         self
@@ -194,7 +196,7 @@ impl<'a> System<'a> {
 
     fn wg(&self) -> anyhow::Result<&'a dyn WgDevices> {
         self.wg
-            .ok_or_else(|| anyhow::anyhow!("no WireGuard configuration was given to this up"))
+            .ok_or_else(|| anyhow::anyhow!("no WireGuard devices were given to this system"))
     }
 
     /// One socket per namespace, made on first use (inside a tokio runtime).
@@ -446,10 +448,7 @@ impl WgDevices for System<'_> {
     fn start_builtin(&self, conn: &Connection, at: At<'_>, iface: &str) -> anyhow::Result<ProcId> {
         self.wg()?.start_builtin(conn, at, iface)
     }
-    fn stop_device(&self, id: ProcId, iface: &str) {
-        match self.wg() {
-            Ok(w) => w.stop_device(id, iface),
-            Err(e) => tracing::error!("cannot stop pid {} serving {iface}: {e}", id.pid),
-        }
+    fn stop_device(&self, id: ProcId, iface: &str) -> anyhow::Result<()> {
+        self.wg()?.stop_device(id, iface)
     }
 }

@@ -66,12 +66,13 @@ impl WgDevices for Fake {
         self.add_link(place(at), iface);
         Ok(self.spawn(iface))
     }
-    fn stop_device(&self, id: ProcId, iface: &str) {
-        self.call("wg.stop", format!("{} {iface}", id.pid));
+    fn stop_device(&self, id: ProcId, iface: &str) -> anyhow::Result<()> {
+        self.fallible("wg.stop", format!("{} {iface}", id.pid))?;
         let mut w = self.world.borrow_mut();
         if w.processes.remove(&id.pid).is_some() {
             // Its tun goes with it, wherever it is.
             w.links.retain(|(_, n), _| n != iface);
         }
+        Ok(())
     }
 }

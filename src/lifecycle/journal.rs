@@ -163,7 +163,9 @@ async fn undo<E: Edges>(e: &E, j: &Journal, step: &Undo, errs: &mut ErrorList) {
     let ns = &j.netns;
     match step {
         Undo::Keeper(k) => e.discard(conn, *k),
-        Undo::Process(id, iface) => e.stop_device(*id, iface),
+        Undo::Process(id, iface) => {
+            errs.keep(e.stop_device(*id, iface).map_err(LifecycleError::WireGuard));
+        }
         Undo::KernelLink { iface, host } => {
             let at = if *host { At::Host } else { At::Ns(ns) };
             errs.keep(

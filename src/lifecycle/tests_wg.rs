@@ -9,7 +9,7 @@ use super::tests_rollback::{assert_as_before, conn, spec};
 use super::*;
 use crate::config::WgBackend;
 
-fn wg(backend: &str, isolate: bool) -> Connection {
+pub(super) fn wg(backend: &str, isolate: bool) -> Connection {
     conn(&format!(
         "type = \"wireguard\"\nnetns-isolate = {isolate}\n[wireguard]\nbackend = \"{backend}\"\n"
     ))
@@ -22,13 +22,13 @@ fn backend(c: &Connection) -> WgBackend {
     }
 }
 
-fn fake(kernel_wg: bool) -> Fake {
+pub(super) fn fake(kernel_wg: bool) -> Fake {
     let mut f = Fake::new();
     f.kernel_wg = kernel_wg;
     f
 }
 
-fn up_wg(f: &Fake, c: &Connection) -> Result<UpReport, LifecycleError> {
+pub(super) fn up_wg(f: &Fake, c: &Connection) -> Result<UpReport, LifecycleError> {
     block_on(up_wireguard(f, c, &spec(), backend(c)))
 }
 

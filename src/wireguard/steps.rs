@@ -1,5 +1,6 @@
-//! The real `lifecycle::WgDevices` of one native up: the peers' configuration, the
-//! userspace program and the calls into device.rs, kernel.rs and the built-in process.
+//! The real `lifecycle::WgDevices`: of one native up (`Devices`: the peers'
+//! configuration, the userspace program and the calls into device.rs, kernel.rs and the
+//! built-in process), and of down (`Teardown`: stop and delete need no configuration).
 
 use std::fs::File;
 use std::net::SocketAddr;
@@ -83,11 +84,7 @@ impl WgDevices for Devices<'_> {
         at: At<'a>,
         iface: &'a str,
     ) -> LocalBoxFuture<'a, anyhow::Result<()>> {
-        Box::pin(async move {
-            kernel::delete(iface, ns_file(at)?.as_ref())
-                .await
-                .with_context(|| format!("cannot delete {iface}"))
-        })
+        Box::pin(delete_kernel(at, iface))
     }
     fn start_builtin(&self, conn: &Connection, at: At<'_>, iface: &str) -> anyhow::Result<ProcId> {
         device::ensure_log_dir()?;
@@ -104,12 +101,66 @@ impl WgDevices for Devices<'_> {
         )?;
         child_id(child.id())
     }
-    fn stop_device(&self, id: ProcId, iface: &str) {
-        device::stop_userspace(id, iface, STOP_TIMEOUT);
-        // Reaps it when it is our child (the VM's PID 1 reaps no orphans).
-        let _ = nix::sys::wait::waitpid(
-            nix::unistd::Pid::from_raw(id.pid as i32),
-            Some(nix::sys::wait::WaitPidFlag::WNOHANG),
-        );
+    fn stop_device(&self, id: ProcId, iface: &str) -> anyhow::Result<()> {
+        stop_device(id, iface)
+    }
+}
+
+async fn delete_kernel(at: At<'_>, iface: &str) -> anyhow::Result<()> {
+    kernel::delete(iface, ns_file(at)?.as_ref())
+        .await
+        .with_context(|| format!("cannot delete {iface}"))
+}
+
+fn stop_device(id: ProcId, iface: &str) -> anyhow::Result<()> {
+    device::stop_userspace(id, iface, STOP_TIMEOUT);
+    // Reaps it when it is our child (the VM's PID 1 reaps no orphans).
+    let _ = nix::sys::wait::waitpid(
+        nix::unistd::Pid::from_raw(id.pid as i32),
+        Some(nix::sys::wait::WaitPidFlag::WNOHANG),
+    );
+    if id.alive() {
+        anyhow::bail!("process {} serving {iface} did not exit", id.pid);
+    }
+    Ok(())
+}
+
+/// Down's WireGuard devices: a process stopped, a kernel link deleted. Down makes
+/// nothing, so the steps of up refuse.
+pub struct Teardown;
+
+fn no_config() -> anyhow::Error {
+    anyhow::anyhow!("down has no WireGuard configuration to make a device from")
+}
+
+impl WgDevices for Teardown {
+    fn start_userspace(&self, _: &Connection, _: &str) -> anyhow::Result<ProcId> {
+        Err(no_config())
+    }
+    fn configure_userspace(&self, _: &Connection, _: &str) -> anyhow::Result<()> {
+        Err(no_config())
+    }
+    fn create_kernel<'a>(
+        &'a self,
+        _: At<'a>,
+        _: &'a str,
+    ) -> LocalBoxFuture<'a, anyhow::Result<bool>> {
+        Box::pin(std::future::ready(Err(no_config())))
+    }
+    fn configure_kernel(&self, _: At<'_>, _: &str) -> anyhow::Result<()> {
+        Err(no_config())
+    }
+    fn delete_kernel<'a>(
+        &'a self,
+        at: At<'a>,
+        iface: &'a str,
+    ) -> LocalBoxFuture<'a, anyhow::Result<()>> {
+        Box::pin(delete_kernel(at, iface))
+    }
+    fn start_builtin(&self, _: &Connection, _: At<'_>, _: &str) -> anyhow::Result<ProcId> {
+        Err(no_config())
+    }
+    fn stop_device(&self, id: ProcId, iface: &str) -> anyhow::Result<()> {
+        stop_device(id, iface)
     }
 }
