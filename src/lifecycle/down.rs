@@ -223,7 +223,8 @@ fn kernel_link(st: &State) -> bool {
 }
 
 /// The process serving WireGuard's device (wireguard-go, the built-in data plane),
-/// stopped first: its tun goes with it, wherever it is.
+/// stopped after the keeper (which would act on its end) and before the rest of down:
+/// its tun goes with it, wherever it is.
 fn stop_wireguard<E: Edges>(e: &E, st: &State, errs: &mut ErrorList) {
     let Some(dev) = &st.device else {
         return;

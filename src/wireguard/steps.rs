@@ -119,7 +119,8 @@ fn stop_device(id: ProcId, iface: &str) -> anyhow::Result<()> {
         nix::unistd::Pid::from_raw(id.pid as i32),
         Some(nix::sys::wait::WaitPidFlag::WNOHANG),
     );
-    if id.alive() {
+    // Another program under a reused pid (a record without a start time) is not ours.
+    if id.alive() && device::is_userspace_process(id.pid, iface) {
         anyhow::bail!("process {} serving {iface} did not exit", id.pid);
     }
     Ok(())
