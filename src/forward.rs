@@ -169,6 +169,16 @@ impl fmt::Display for Rule {
     }
 }
 
+/// The specs of one `publish`/`unpublish` command line, all checked before any is used
+/// (`host_access`: the `--host-access` direction).
+pub fn parse_specs(specs: &[String], host_access: bool) -> Result<Vec<Rule>, InvalidValue> {
+    let direction = match host_access {
+        true => Direction::HostAccess,
+        false => Direction::Publish,
+    };
+    specs.iter().map(|s| parse_spec(s, direction)).collect()
+}
+
 /// `vpn-ns publish`'s short form: `[ADDR:]PORT[:TARGETPORT][/udp]`. The target is
 /// always 127.0.0.1 on the other side; an IPv6 listen address is written in brackets.
 pub fn parse_spec(s: &str, direction: Direction) -> Result<Rule, InvalidValue> {

@@ -10,10 +10,10 @@ use anyhow::{Context as _, bail};
 use crate::cli::GlobalArgs;
 use crate::commands::{UsageError, config_dir};
 use crate::config::{self, Connection};
-use crate::forward::parse_spec;
+use crate::forward::parse_specs;
 use crate::keeper::control::{self, Reply, Request};
 use crate::keeper::socket_path;
-use crate::publish::{Direction, Rule};
+use crate::publish::Rule;
 
 /// Binding a listener (and, the first time, starting the relay threads) is quick.
 const TIMEOUT: Duration = Duration::from_secs(2);
@@ -27,21 +27,7 @@ pub fn publish(
     host_access: bool,
 ) -> anyhow::Result<ExitCode> {
     let rules = prepare(g, conn, specs, host_access)?;
-    for rule in rules {
-        for w in [rule.exposure_warning(), rule.bypass_warning()]
-            .into_iter()
-            .flatten()
-        {
-            tracing::warn!("{conn}: {w}");
-        }
-        match ask(conn, &Request::Publish { rule })? {
-            Reply::Published { rule } => println!("{conn}: published {rule}"),
-            other => bail!(
-                "connection {conn}: cannot publish {rule}: {}",
-                describe(other)
-            ),
-        }
-    }
+    control::publish_rules(conn, rules, |req| ask(conn, req))?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -52,22 +38,7 @@ pub fn unpublish(
     host_access: bool,
 ) -> anyhow::Result<ExitCode> {
     let rules = prepare(g, conn, specs, host_access)?;
-    for r in rules {
-        let req = Request::Unpublish {
-            direction: r.direction,
-            proto: r.proto,
-            listen: r.listen,
-        };
-        match ask(conn, &req)? {
-            Reply::Unpublished { rule } => println!("{conn}: unpublished {rule}"),
-            other => bail!(
-                "connection {conn}: cannot unpublish {}/{}: {}",
-                r.listen,
-                r.proto,
-                describe(other)
-            ),
-        }
-    }
+    control::unpublish_rules(conn, rules, |req| ask(conn, req))?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -79,14 +50,7 @@ fn prepare(
     host_access: bool,
 ) -> anyhow::Result<Vec<Rule>> {
     config::load(&config_dir(g)?, conn)?;
-    let direction = match host_access {
-        true => Direction::HostAccess,
-        false => Direction::Publish,
-    };
-    specs
-        .iter()
-        .map(|s| parse_spec(s, direction).map_err(|e| UsageError(e.0).into()))
-        .collect()
+    parse_specs(specs, host_access).map_err(|e| UsageError(e.0).into())
 }
 
 /// After up: waits (briefly) until the keeper answers on its control socket and has
@@ -122,11 +86,4 @@ fn ask(conn: &str, req: &Request) -> anyhow::Result<Reply> {
         );
     }
     control::query(conn, req, TIMEOUT).with_context(|| format!("connection {conn}"))
-}
-
-fn describe(r: Reply) -> String {
-    match r {
-        Reply::Error { message } => message,
-        other => format!("unexpected reply {other:?}"),
-    }
 }

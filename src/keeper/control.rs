@@ -106,6 +106,64 @@ pub fn query_at(
     serde_json::from_str(&line).map_err(|e| err(io::Error::new(io::ErrorKind::InvalidData, e)))
 }
 
+/// `vpn-ns publish`'s client side, for root's keeper and a user's alike: `ask` reaches
+/// the connection's keeper. Stops at the first rule the keeper refuses (the ones before
+/// it stay published, as each was reported).
+pub fn publish_rules(
+    conn: &str,
+    rules: Vec<Rule>,
+    mut ask: impl FnMut(&Request) -> anyhow::Result<Reply>,
+) -> anyhow::Result<()> {
+    for rule in rules {
+        for w in [rule.exposure_warning(), rule.bypass_warning()]
+            .into_iter()
+            .flatten()
+        {
+            tracing::warn!("{conn}: {w}");
+        }
+        match ask(&Request::Publish { rule })? {
+            Reply::Published { rule } => println!("{conn}: published {rule}"),
+            other => anyhow::bail!(
+                "connection {conn}: cannot publish {rule}: {}",
+                describe(other)
+            ),
+        }
+    }
+    Ok(())
+}
+
+/// `vpn-ns unpublish`'s client side (see [`publish_rules`]).
+pub fn unpublish_rules(
+    conn: &str,
+    rules: Vec<Rule>,
+    mut ask: impl FnMut(&Request) -> anyhow::Result<Reply>,
+) -> anyhow::Result<()> {
+    for r in rules {
+        let req = Request::Unpublish {
+            direction: r.direction,
+            proto: r.proto,
+            listen: r.listen,
+        };
+        match ask(&req)? {
+            Reply::Unpublished { rule } => println!("{conn}: unpublished {rule}"),
+            other => anyhow::bail!(
+                "connection {conn}: cannot unpublish {}/{}: {}",
+                r.listen,
+                r.proto,
+                describe(other)
+            ),
+        }
+    }
+    Ok(())
+}
+
+fn describe(r: Reply) -> String {
+    match r {
+        Reply::Error { message } => message,
+        other => format!("unexpected reply {other:?}"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

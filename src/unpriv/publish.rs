@@ -5,14 +5,14 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 
 use super::{UnprivError, conf, state};
 use crate::cli::GlobalArgs;
 use crate::error::UsageError;
-use crate::forward::parse_spec;
+use crate::forward::parse_specs;
 use crate::keeper::control::{self, Reply, Request};
-use crate::publish::{Direction, RelayStatus, Rule};
+use crate::publish::{RelayStatus, Rule};
 
 /// Binding a listener (and, the first time, starting the relay threads) is quick.
 const TIMEOUT: Duration = Duration::from_secs(2);
@@ -23,21 +23,8 @@ pub fn publish(
     specs: &[String],
     host_access: bool,
 ) -> anyhow::Result<ExitCode> {
-    for rule in prepare(g, conn, specs, host_access)? {
-        for w in [rule.exposure_warning(), rule.bypass_warning()]
-            .into_iter()
-            .flatten()
-        {
-            tracing::warn!("{conn}: {w}");
-        }
-        match ask(conn, &Request::Publish { rule })? {
-            Reply::Published { rule } => println!("{conn}: published {rule}"),
-            other => bail!(
-                "connection {conn}: cannot publish {rule}: {}",
-                describe(other)
-            ),
-        }
-    }
+    let rules = prepare(g, conn, specs, host_access)?;
+    control::publish_rules(conn, rules, |req| ask(conn, req))?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -47,22 +34,8 @@ pub fn unpublish(
     specs: &[String],
     host_access: bool,
 ) -> anyhow::Result<ExitCode> {
-    for r in prepare(g, conn, specs, host_access)? {
-        let req = Request::Unpublish {
-            direction: r.direction,
-            proto: r.proto,
-            listen: r.listen,
-        };
-        match ask(conn, &req)? {
-            Reply::Unpublished { rule } => println!("{conn}: unpublished {rule}"),
-            other => bail!(
-                "connection {conn}: cannot unpublish {}/{}: {}",
-                r.listen,
-                r.proto,
-                describe(other)
-            ),
-        }
-    }
+    let rules = prepare(g, conn, specs, host_access)?;
+    control::unpublish_rules(conn, rules, |req| ask(conn, req))?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -90,14 +63,7 @@ fn prepare(
     host_access: bool,
 ) -> anyhow::Result<Vec<Rule>> {
     conf::load(&super::cmds::config_dir(g)?, conn)?;
-    let direction = match host_access {
-        true => Direction::HostAccess,
-        false => Direction::Publish,
-    };
-    specs
-        .iter()
-        .map(|s| parse_spec(s, direction).map_err(|e| UsageError(e.0).into()))
-        .collect()
+    parse_specs(specs, host_access).map_err(|e| UsageError(e.0).into())
 }
 
 fn ask(conn: &str, req: &Request) -> anyhow::Result<Reply> {
@@ -108,11 +74,4 @@ fn ask(conn: &str, req: &Request) -> anyhow::Result<Reply> {
     }
     control::query_at(&state::control_path(&run, conn), conn, req, TIMEOUT)
         .with_context(|| format!("connection {conn}"))
-}
-
-fn describe(r: Reply) -> String {
-    match r {
-        Reply::Error { message } => message,
-        other => format!("unexpected reply {other:?}"),
-    }
 }
