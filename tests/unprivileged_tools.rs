@@ -270,3 +270,49 @@ fn exec_wait_up_foreground_and_exec_u_for_a_user() {
     );
     assert_eq!(s.run_dir_entries(), Vec::<String>::new());
 }
+
+#[test]
+fn check_names_a_users_bad_file_and_warns_about_an_exposed_publish() {
+    if !require_root("check_names_a_users_bad_file_and_warns_about_an_exposed_publish") {
+        return;
+    }
+    let sb = Sandbox::new("unpriv-check");
+    let user = TestUser::create();
+    let s = Session::new(&sb, &user);
+    let keys = genkeys();
+    s.write(
+        "home.conf",
+        &format!(
+            "[Interface]\nPrivateKey = {}\nAddress = 100.64.0.2/32\n",
+            keys.private
+        ),
+        0o600,
+    );
+    s.write(
+        "home.toml",
+        "type = \"wireguard\"\n\n[[publish]]\nlisten = \"0.0.0.0:8080\"\n",
+        0o644,
+    );
+    let out = s.ok(s.vpn_ns(&["check"]));
+    assert!(
+        out.contains("home: warning: [[publish]] listen = \"0.0.0.0:8080\" is not a loopback"),
+        "{out}"
+    );
+    assert!(out.contains("ok: 1 connection(s)"), "{out}");
+
+    s.write(
+        "bad.toml",
+        "type = \"wireguard\"\nnetns-persistent = true\n",
+        0o644,
+    );
+    let o = s.run(s.vpn_ns(&["check"]));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(2), "{out}");
+    assert!(
+        out.contains("bad: ") && out.contains("netns-persistent") && out.contains("bad.toml"),
+        "{out}"
+    );
+    // Only the named connection.
+    let out = s.ok(s.vpn_ns(&["check", "home"]));
+    assert!(out.contains("ok: 1 connection(s)"), "{out}");
+}

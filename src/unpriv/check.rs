@@ -1,11 +1,15 @@
 //! `vpn-ns check` for a normal user: can this host run a user connection? The sysctls
 //! that forbid user namespaces are read and explained, then a forked child tries what
-//! the keeper does (user namespace, network namespace, tun) and says which step failed.
+//! the keeper does (user namespace, network namespace, tun) and says which step failed;
+//! then the user's connection files are loaded as `up` would.
 
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::{ForkResult, fork};
+
+use super::conf;
 
 /// The host settings that decide whether an unprivileged user namespace is allowed.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -120,7 +124,71 @@ fn probe() -> Result<Option<&'static str>, String> {
     }
 }
 
-pub fn run() -> ExitCode {
+/// Host first (exit 1 when it cannot run a user connection), then the user's
+/// connection files, or only `only`: a file that would not load is a problem (exit 2,
+/// as root's `check`), a `[[publish]]` or `[[host-access]]` entry that exposes more than
+/// loopback is a warning. The host is checked even when the config directory cannot
+/// be found (`config_dir` is asked only afterwards).
+pub fn run(
+    config_dir: impl FnOnce() -> anyhow::Result<PathBuf>,
+    only: Option<&str>,
+) -> anyhow::Result<ExitCode> {
+    if !host_ok() {
+        return Ok(ExitCode::FAILURE);
+    }
+    let dir = config_dir()?;
+    let dir = dir.as_path();
+    let names = match only {
+        Some(n) => vec![n.to_owned()],
+        None => connection_names(dir),
+    };
+    let mut problems = 0;
+    for name in &names {
+        match conf::load(dir, name) {
+            Ok(u) => {
+                let warnings = u
+                    .conn
+                    .forwards
+                    .iter()
+                    .flat_map(|r| [r.exposure_warning(), r.bypass_warning()])
+                    .flatten();
+                for w in warnings {
+                    println!("{name}: warning: {w}");
+                }
+            }
+            Err(e) => {
+                problems += 1;
+                println!("{name}: {e}");
+            }
+        }
+    }
+    if problems > 0 {
+        return Ok(ExitCode::from(2));
+    }
+    println!(
+        "ok: {} connection(s) in {} checked, no problem found",
+        names.len(),
+        dir.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The `.toml` files of the user's config directory (none when it does not exist).
+pub fn connection_names(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let n = e.file_name().to_string_lossy().into_owned();
+            n.strip_suffix(".toml").map(str::to_owned)
+        })
+        .collect();
+    names.sort();
+    names
+}
+
+fn host_ok() -> bool {
     let s = Sysctls::read();
     let found = problems(&s);
     let failed = probe();
@@ -130,7 +198,7 @@ pub fn run() -> ExitCode {
                 "ok: user connections work here (user, network namespace and tun as uid {})",
                 nix::unistd::getuid()
             );
-            ExitCode::SUCCESS
+            true
         }
         (res, _) => {
             match res {
@@ -147,7 +215,7 @@ pub fn run() -> ExitCode {
                      filter of the session may; see docs/unprivileged.md"
                 );
             }
-            ExitCode::FAILURE
+            false
         }
     }
 }

@@ -37,7 +37,7 @@ pub fn dispatch(cli: &Cli) -> Option<anyhow::Result<ExitCode>> {
         Command::Status { conn } => status(g, conn.as_deref()),
         Command::List => list(g),
         Command::Verify { conn } => super::cmds_verify::verify(g, conn),
-        Command::Check { .. } => Ok(check::run()),
+        Command::Check { conn } => check::run(|| config_dir(g), conn.as_deref()),
         Command::Wg { conn, args } => super::wg::run(conn, args),
         Command::Publish {
             conn,
@@ -358,16 +358,7 @@ fn status(g: &GlobalArgs, conn: Option<&str>) -> anyhow::Result<ExitCode> {
 fn list(g: &GlobalArgs) -> anyhow::Result<ExitCode> {
     let dir = config_dir(g)?;
     let run = runtime_dir()?;
-    let mut names: Vec<String> = std::fs::read_dir(&dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| {
-            let n = e.file_name().to_string_lossy().into_owned();
-            n.strip_suffix(".toml").map(str::to_owned)
-        })
-        .collect();
-    names.sort();
+    let names = check::connection_names(&dir);
     let rows = names
         .iter()
         .map(|n| row(&run, n))
