@@ -30,49 +30,23 @@ struct Resolvers {
     _host: Proc,
 }
 
-fn dnsmasq(
-    sb: &Sandbox,
-    mut cmd: std::process::Command,
-    name: &str,
-    listen: &str,
-    answer: &str,
-) -> Proc {
-    cmd.args([
-        "--keep-in-foreground",
-        "--no-resolv",
-        "--no-hosts",
-        "--conf-file=/dev/null",
-        "--bind-interfaces",
-        "--user=root",
-        "--log-queries",
-        "--log-facility=-",
-    ])
-    .arg(format!(
-        "--pid-file={}",
-        sb.dir().join(format!("{name}.pid")).display()
-    ))
-    .arg(format!("--listen-address={listen}"))
-    .arg(format!("--address={answer}"));
-    sb.spawn(name, cmd)
-}
-
 fn start_resolvers(sb: &Sandbox) -> Resolvers {
     sb.must(&format!(
         "ip -n {SERVER_NS} addr add {PUSHED_DNS}/32 dev lo"
     ));
-    let vpn = dnsmasq(
+    let vpn = common::user_session::dnsmasq(
         sb,
         sb.ns_cmd(SERVER_NS, "dnsmasq"),
         "dnsmasq-vpn",
         PUSHED_DNS,
-        &format!("/{INSIDE_NAME}/{SERVICE_V4}"),
+        &[format!("/{INSIDE_NAME}/{SERVICE_V4}")],
     );
-    let host = dnsmasq(
+    let host = common::user_session::dnsmasq(
         sb,
         sb.cmd("dnsmasq"),
         "dnsmasq-host",
         HOST_DNS,
-        &format!("/{OUTSIDE_NAME}/{OUTSIDE_ADDR}"),
+        &[format!("/{OUTSIDE_NAME}/{OUTSIDE_ADDR}")],
     );
     Resolvers {
         _vpn: vpn,

@@ -77,24 +77,13 @@ pub fn resolver_behind_the_vpn(sb: &Sandbox) -> Proc {
         "ip -n {SERVER_NS} addr add {PUSHED_DNS}/32 dev lo && \
          ip -n {SERVER_NS} -6 addr add {PUSHED_DNS6}/128 dev lo nodad"
     ));
-    let mut cmd = sb.ns_cmd(SERVER_NS, "dnsmasq");
-    cmd.args([
-        "--keep-in-foreground",
-        "--no-resolv",
-        "--no-hosts",
-        "--conf-file=/dev/null",
-        "--bind-interfaces",
-        "--user=root",
-        "--log-queries",
-        "--log-facility=-",
-    ])
-    .arg(format!(
-        "--pid-file={}",
-        sb.dir().join("dnsmasq.pid").display()
-    ))
-    .arg(format!("--listen-address={PUSHED_DNS},{PUSHED_DNS6}"))
-    .arg(format!("--address=/{INSIDE_NAME}/{SERVICE_V4}"));
-    sb.spawn("dnsmasq-vpn", cmd)
+    crate::user_session::dnsmasq(
+        sb,
+        sb.ns_cmd(SERVER_NS, "dnsmasq"),
+        "dnsmasq-vpn",
+        &format!("{PUSHED_DNS},{PUSHED_DNS6}"),
+        &[format!("/{INSIDE_NAME}/{SERVICE_V4}")],
+    )
 }
 
 /// The OpenVPN that NetworkManager started (the server's lives in namespace srv).

@@ -138,6 +138,8 @@ pub struct Lab {
     pub host_dns_log: PathBuf,
 }
 
+/// A dnsmasq answering only `answers` (`--address` values) on `listen`, logging every
+/// query to its stdout (the sandbox log), run by `cmd` (in whichever namespace).
 pub fn dnsmasq(
     sb: &Sandbox,
     mut cmd: Command,
